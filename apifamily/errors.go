@@ -1,0 +1,111 @@
+package apifamily
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+)
+
+// Error kinds used in errors the plugin makes itself. They map onto each
+// family's own error vocabulary in WriteError.
+const (
+	KindAuthentication = "authentication"
+	KindNotFound       = "not_found"
+	KindTooLarge       = "request_too_large"
+	KindRateLimit      = "rate_limit"
+	KindUnavailable    = "unavailable"
+	KindUpstream       = "upstream"
+	KindInvalidRequest = "invalid_request"
+)
+
+// anthropicTypes maps error kinds to Anthropic's error.type values.
+var anthropicTypes = map[string]string{
+	KindAuthentication: "authentication_error",
+	KindNotFound:       "not_found_error",
+	KindTooLarge:       "request_too_large",
+	KindRateLimit:      "rate_limit_error",
+	KindUnavailable:    "overloaded_error",
+	KindUpstream:       "api_error",
+	KindInvalidRequest: "invalid_request_error",
+}
+
+// openAITypes maps error kinds to OpenAI's error.type and error.code values.
+var openAITypes = map[string][2]string{
+	KindAuthentication: {"invalid_request_error", "invalid_api_key"},
+	KindNotFound:       {"invalid_request_error", "not_found"},
+	KindTooLarge:       {"invalid_request_error", "request_too_large"},
+	KindRateLimit:      {"rate_limit_error", "rate_limit_exceeded"},
+	KindUnavailable:    {"server_error", "no_credential_available"},
+	KindUpstream:       {"server_error", "upstream_error"},
+	KindInvalidRequest: {"invalid_request_error", "invalid_request"},
+}
+
+// geminiStatus maps HTTP status codes to Google RPC status names.
+func geminiStatus(code int) string {
+	switch code {
+	case http.StatusBadRequest:
+		return "INVALID_ARGUMENT"
+	case http.StatusUnauthorized:
+		return "UNAUTHENTICATED"
+	case http.StatusForbidden:
+		return "PERMISSION_DENIED"
+	case http.StatusNotFound:
+		return "NOT_FOUND"
+	case http.StatusRequestEntityTooLarge:
+		return "INVALID_ARGUMENT"
+	case http.StatusTooManyRequests:
+		return "RESOURCE_EXHAUSTED"
+	case http.StatusServiceUnavailable:
+		return "UNAVAILABLE"
+	case http.StatusGatewayTimeout:
+		return "DEADLINE_EXCEEDED"
+	}
+	return "INTERNAL"
+}
+
+// ErrorBody renders an error in the family's JSON shape:
+//
+//	Anthropic: {"type":"error","error":{"type":"rate_limit_error","message":"..."}}
+//	OpenAI:    {"error":{"message":"...","type":"...","code":"..."}}
+//	Gemini:    {"error":{"code":429,"message":"...","status":"RESOURCE_EXHAUSTED"}}
+//
+// Unknown families get the OpenAI shape.
+func ErrorBody(f Family, status int, kind, message string) []byte {
+	var v any
+	switch f {
+	case Anthropic:
+		t := anthropicTypes[kind]
+		if t == "" {
+			t = "api_error"
+		}
+		v = map[string]any{"type": "error", "error": map[string]string{"type": t, "message": message}}
+	case Gemini:
+		v = map[string]any{"error": map[string]any{"code": status, "message": message, "status": geminiStatus(status)}}
+	default:
+		tc, ok := openAITypes[kind]
+		if !ok {
+			tc = [2]string{"server_error", kind}
+		}
+		v = map[string]any{"error": map[string]string{"message": message, "type": tc[0], "code": tc[1]}}
+	}
+	b, _ := json.Marshal(v)
+	return b
+}
+
+// WriteError writes an error response in the family's shape. A positive
+// retryAfter (seconds) is sent as Retry-After.
+func WriteError(w http.ResponseWriter, f Family, status int, kind, message string, retryAfter int) {
+	body := ErrorBody(f, status, kind, message)
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	if retryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(retryAfter))
+	}
+	if f == Anthropic && kind == KindRateLimit {
+		// Anthropic's SDKs read this header before Retry-After.
+		h.Set("x-should-retry", "true")
+	}
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}

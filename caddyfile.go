@@ -1,0 +1,485 @@
+package llmproxy
+
+import (
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
+
+	"github.com/caddy-llm-proxy/llmproxy/selector"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("llm_proxy", parseCaddyfile)
+	httpcaddyfile.RegisterDirectiveOrder("llm_proxy", httpcaddyfile.Before, "reverse_proxy")
+}
+
+// providers are the credential providers the Caddyfile accepts.
+var providers = []string{"claude", "openai", "codex", "gemini", "openai_compatible"}
+
+// maxWeight is the largest credential weight.
+const maxWeight = 1_000_000
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := new(Handler)
+	err := m.UnmarshalCaddyfile(h.Dispenser)
+	return m, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	llm_proxy [<matcher>] {
+//		pool <name>
+//		auth <id> {
+//			provider claude|openai|codex|gemini|openai_compatible
+//			api_key <key>
+//			access_token <token>
+//			account_id <id>
+//			base_url <url>
+//			models <pattern...>
+//			priority <int>
+//			weight <0..1000000>
+//			header <name> <value>
+//			proxy_url <url>
+//			label <text>
+//			disabled
+//		}
+//		storage_prefix <key>
+//		storage <module> { ... }
+//		rescan_interval <duration>
+//		routing {
+//			strategy round_robin|fill_first|weighted_round_robin|rendezvous
+//			session_affinity [on|off]
+//			session_affinity_ttl <duration>
+//			claude_code_session_affinity [on|off]
+//		}
+//		access {
+//			api_keys <key...>
+//			provider <name> { ... }
+//		}
+//		retry {
+//			max_attempts <n>
+//			wait_for_cooldown <duration>
+//		}
+//		cooldown {
+//			rate_limit <duration>
+//			rate_limit_max <duration>
+//			auth_failure <duration>
+//			model_not_found <duration>
+//			server_error <duration>
+//		}
+//		max_request_body <size>
+//		transport <module> { ... }
+//		management_secret <bcrypt-hash|plain>
+//	}
+//
+// Values may be placeholders such as {env.ANTHROPIC_KEY}; they are expanded
+// when the config is provisioned, never in the adapted JSON.
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	seen := map[string]bool{}
+	once := func(name string) error {
+		if seen[name] {
+			return d.Errf("duplicate %s option", name)
+		}
+		seen[name] = true
+		return nil
+	}
+	ids := map[string]bool{}
+	for d.NextBlock(0) {
+		opt := d.Val()
+		switch opt {
+		case "auth":
+			a, err := parseAuth(d, ids)
+			if err != nil {
+				return err
+			}
+			h.Auths = append(h.Auths, a)
+			continue
+		case "routing":
+			if err := once(opt); err != nil {
+				return err
+			}
+			r, err := parseRouting(d)
+			if err != nil {
+				return err
+			}
+			h.Routing = r
+			continue
+		case "access":
+			if err := once(opt); err != nil {
+				return err
+			}
+			a, err := parseAccess(d)
+			if err != nil {
+				return err
+			}
+			h.Access = a
+			continue
+		case "retry":
+			if err := once(opt); err != nil {
+				return err
+			}
+			r, err := parseRetry(d)
+			if err != nil {
+				return err
+			}
+			h.Retry = r
+			continue
+		case "cooldown":
+			if err := once(opt); err != nil {
+				return err
+			}
+			c, err := parseCooldown(d)
+			if err != nil {
+				return err
+			}
+			h.Cooldown = c
+			continue
+		case "storage":
+			if err := once(opt); err != nil {
+				return err
+			}
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			name := d.Val()
+			unm, err := caddyfile.UnmarshalModule(d, "caddy.storage."+name)
+			if err != nil {
+				return err
+			}
+			sc, ok := unm.(caddy.StorageConverter)
+			if !ok {
+				return d.Errf("module %s is not a storage module", name)
+			}
+			h.StorageRaw = caddyconfig.JSONModuleObject(sc, "module", name, nil)
+			continue
+		case "transport":
+			if err := once(opt); err != nil {
+				return err
+			}
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			name := d.Val()
+			unm, err := caddyfile.UnmarshalModule(d, "http.reverse_proxy.transport."+name)
+			if err != nil {
+				return err
+			}
+			h.TransportRaw = caddyconfig.JSONModuleObject(unm, "protocol", name, nil)
+			continue
+		}
+
+		// Single-argument options.
+		if err := once(opt); err != nil {
+			return err
+		}
+		var val string
+		switch opt {
+		case "pool", "storage_prefix", "rescan_interval", "max_request_body", "management_secret":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			val = d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			if d.NextBlock(d.Nesting()) {
+				return d.Errf("%s takes no block", opt)
+			}
+		default:
+			return d.Errf("unknown llm_proxy option %q; expected one of pool, auth, storage_prefix, storage, rescan_interval, routing, access, retry, cooldown, max_request_body, transport, management_secret", opt)
+		}
+		switch opt {
+		case "pool":
+			h.Pool = val
+		case "storage_prefix":
+			h.StoragePrefix = val
+		case "rescan_interval":
+			dur, err := caddy.ParseDuration(val)
+			if err != nil || dur < 0 {
+				return d.Errf("bad rescan_interval %q: want a duration such as 30s, or 0 to turn rescans off", val)
+			}
+			cd := caddy.Duration(dur)
+			h.RescanInterval = &cd
+		case "max_request_body":
+			size, err := humanize.ParseBytes(val)
+			if err != nil || size == 0 {
+				return d.Errf("bad max_request_body %q: want a size such as 32MB", val)
+			}
+			h.MaxRequestBody = int64(size)
+		case "management_secret":
+			h.ManagementSecret = val
+		}
+	}
+	return nil
+}
+
+// parseAuth parses `auth <id> { ... }`.
+func parseAuth(d *caddyfile.Dispenser, ids map[string]bool) (*InlineAuth, error) {
+	if !d.NextArg() {
+		return nil, d.Errf("auth needs an ID: auth <id> { ... }")
+	}
+	a := &InlineAuth{ID: d.Val()}
+	if ids[a.ID] {
+		return nil, d.Errf("duplicate auth %q: auth IDs must be unique within a pool", a.ID)
+	}
+	ids[a.ID] = true
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		if opt != "header" && opt != "models" {
+			if seen[opt] {
+				return nil, d.Errf("auth %q: duplicate %s", a.ID, opt)
+			}
+			seen[opt] = true
+		}
+		args := d.RemainingArgs()
+		one := func() (string, error) {
+			if len(args) != 1 {
+				return "", d.Errf("auth %q: %s takes exactly one value", a.ID, opt)
+			}
+			return args[0], nil
+		}
+		var err error
+		switch opt {
+		case "provider":
+			if a.Provider, err = one(); err != nil {
+				return nil, err
+			}
+			if !slices.Contains(providers, a.Provider) {
+				return nil, d.Errf("auth %q: unknown provider %q; expected one of %s", a.ID, a.Provider, strings.Join(providers, ", "))
+			}
+		case "api_key":
+			a.APIKey, err = one()
+		case "access_token":
+			a.AccessToken, err = one()
+		case "account_id":
+			a.AccountID, err = one()
+		case "base_url":
+			a.BaseURL, err = one()
+		case "proxy_url":
+			a.ProxyURL, err = one()
+		case "label":
+			a.Label, err = one()
+		case "models":
+			if len(args) == 0 {
+				return nil, d.Errf("auth %q: models needs at least one pattern", a.ID)
+			}
+			a.Models = append(a.Models, args...)
+		case "priority":
+			var v string
+			if v, err = one(); err == nil {
+				n, perr := strconv.Atoi(v)
+				if perr != nil {
+					return nil, d.Errf("auth %q: bad priority %q: want an integer", a.ID, v)
+				}
+				a.Priority = n
+			}
+		case "weight":
+			var v string
+			if v, err = one(); err == nil {
+				n, perr := strconv.Atoi(v)
+				if perr != nil || n < 0 || n > maxWeight {
+					return nil, d.Errf("auth %q: bad weight %q: want an integer from 0 to %d", a.ID, v, maxWeight)
+				}
+				a.Weight = &n
+			}
+		case "header":
+			if len(args) != 2 {
+				return nil, d.Errf("auth %q: header takes a name and a value", a.ID)
+			}
+			if a.Headers == nil {
+				a.Headers = map[string]string{}
+			}
+			a.Headers[args[0]] = args[1]
+		case "disabled":
+			if len(args) != 0 {
+				return nil, d.Errf("auth %q: disabled takes no value", a.ID)
+			}
+			a.Disabled = true
+		default:
+			return nil, d.Errf("auth %q: unknown option %q; expected one of provider, api_key, access_token, account_id, base_url, models, priority, weight, header, proxy_url, label, disabled", a.ID, opt)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if a.Provider == "" {
+		return nil, d.Errf("auth %q: provider is required (one of %s)", a.ID, strings.Join(providers, ", "))
+	}
+	if a.APIKey == "" && a.AccessToken == "" {
+		return nil, d.Errf("auth %q: needs api_key or access_token", a.ID)
+	}
+	if a.Provider == "openai_compatible" && a.BaseURL == "" {
+		return nil, d.Errf("auth %q: provider openai_compatible needs base_url", a.ID)
+	}
+	return a, nil
+}
+
+// onOff parses an optional on|off argument; no argument means on.
+func onOff(d *caddyfile.Dispenser, opt string, args []string) (bool, error) {
+	switch {
+	case len(args) == 0:
+		return true, nil
+	case len(args) == 1 && args[0] == "on":
+		return true, nil
+	case len(args) == 1 && args[0] == "off":
+		return false, nil
+	}
+	return false, d.Errf("%s takes on or off", opt)
+}
+
+// blockOptions walks a block of single-line options, rejecting duplicates.
+func blockOptions(d *caddyfile.Dispenser, block string, fn func(opt string, args []string) error) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		if seen[opt] {
+			return d.Errf("%s: duplicate %s", block, opt)
+		}
+		seen[opt] = true
+		if err := fn(opt, d.RemainingArgs()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func durationArg(d *caddyfile.Dispenser, block, opt string, args []string) (caddy.Duration, error) {
+	if len(args) != 1 {
+		return 0, d.Errf("%s: %s takes one duration", block, opt)
+	}
+	dur, err := caddy.ParseDuration(args[0])
+	if err != nil || dur < 0 {
+		return 0, d.Errf("%s: bad %s %q: want a duration such as 30s or 1h", block, opt, args[0])
+	}
+	return caddy.Duration(dur), nil
+}
+
+func parseRouting(d *caddyfile.Dispenser) (*Routing, error) {
+	r := new(Routing)
+	err := blockOptions(d, "routing", func(opt string, args []string) error {
+		var err error
+		switch opt {
+		case "strategy":
+			if len(args) != 1 {
+				return d.Errf("routing: strategy takes one name")
+			}
+			if !slices.Contains(selector.Names, args[0]) {
+				return d.Errf("routing: unknown strategy %q; expected one of %s", args[0], strings.Join(selector.Names, ", "))
+			}
+			r.Strategy = args[0]
+		case "session_affinity":
+			r.SessionAffinity, err = onOff(d, opt, args)
+		case "claude_code_session_affinity":
+			r.ClaudeCodeSessionAffinity, err = onOff(d, opt, args)
+		case "session_affinity_ttl":
+			r.SessionAffinityTTL, err = durationArg(d, "routing", opt, args)
+		default:
+			return d.Errf("routing: unknown option %q; expected one of strategy, session_affinity, session_affinity_ttl, claude_code_session_affinity", opt)
+		}
+		return err
+	})
+	return r, err
+}
+
+func parseAccess(d *caddyfile.Dispenser) (*Access, error) {
+	a := new(Access)
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "api_keys":
+			keys := d.RemainingArgs()
+			if len(keys) == 0 {
+				return nil, d.Errf("access: api_keys needs at least one key")
+			}
+			a.APIKeys = append(a.APIKeys, keys...)
+		case "provider":
+			if !d.NextArg() {
+				return nil, d.Errf("access: provider needs a module name, such as config_api_key")
+			}
+			name := d.Val()
+			unm, err := caddyfile.UnmarshalModule(d, "llm_proxy.access."+name)
+			if err != nil {
+				return nil, err
+			}
+			a.ProvidersRaw = append(a.ProvidersRaw, caddyconfig.JSONModuleObject(unm, "provider", name, nil))
+		default:
+			return nil, d.Errf("access: unknown option %q; expected api_keys or provider", d.Val())
+		}
+	}
+	if len(a.APIKeys) == 0 && len(a.ProvidersRaw) == 0 {
+		return nil, d.Errf("access: needs api_keys or a provider; remove the block to turn client-key checks off")
+	}
+	return a, nil
+}
+
+func parseRetry(d *caddyfile.Dispenser) (*Retry, error) {
+	r := new(Retry)
+	err := blockOptions(d, "retry", func(opt string, args []string) error {
+		var err error
+		switch opt {
+		case "max_attempts":
+			if len(args) != 1 {
+				return d.Errf("retry: max_attempts takes one number")
+			}
+			n, perr := strconv.Atoi(args[0])
+			if perr != nil || n < 1 {
+				return d.Errf("retry: bad max_attempts %q: want a whole number of at least 1", args[0])
+			}
+			r.MaxAttempts = n
+		case "wait_for_cooldown":
+			r.WaitForCooldown, err = durationArg(d, "retry", opt, args)
+		default:
+			return d.Errf("retry: unknown option %q; expected max_attempts or wait_for_cooldown", opt)
+		}
+		return err
+	})
+	return r, err
+}
+
+func parseCooldown(d *caddyfile.Dispenser) (*Cooldown, error) {
+	c := new(Cooldown)
+	err := blockOptions(d, "cooldown", func(opt string, args []string) error {
+		var target *caddy.Duration
+		switch opt {
+		case "rate_limit":
+			target = &c.RateLimit
+		case "rate_limit_max":
+			target = &c.RateLimitMax
+		case "auth_failure":
+			target = &c.AuthFailure
+		case "model_not_found":
+			target = &c.ModelNotFound
+		case "server_error":
+			target = &c.ServerError
+		default:
+			return d.Errf("cooldown: unknown option %q; expected one of rate_limit, rate_limit_max, auth_failure, model_not_found, server_error", opt)
+		}
+		v, err := durationArg(d, "cooldown", opt, args)
+		*target = v
+		return err
+	})
+	return c, err
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

@@ -1,0 +1,102 @@
+package llmproxy
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddytest"
+
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+)
+
+// TestCaddyfileAdapt adapts every testdata/adapt/*.caddyfiletest (a
+// Caddyfile, a line of dashes, the expected JSON) and compares.
+func TestCaddyfileAdapt(t *testing.T) {
+	files, err := filepath.Glob("testdata/adapt/*.caddyfiletest")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no golden files: %v", err)
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			in, want, ok := strings.Cut(string(data), "\n----------\n")
+			if !ok {
+				t.Fatalf("%s: missing separator line", f)
+			}
+			if !caddytest.CompareAdapt(t, f, in, "caddyfile", strings.TrimRight(want, "\n")) {
+				t.Errorf("%s: adapted JSON differs from the golden file", f)
+			}
+		})
+	}
+}
+
+// TestCaddyfileAdaptKeepsPlaceholders makes sure secrets given as
+// placeholders are not expanded into the adapted JSON.
+func TestCaddyfileAdaptKeepsPlaceholders(t *testing.T) {
+	t.Setenv("SECRET_KEY_FOR_TEST", "sk-should-not-appear")
+	cfg := ":8080 {\n\tllm_proxy {\n\t\tauth a {\n\t\t\tprovider claude\n\t\t\tapi_key {env.SECRET_KEY_FOR_TEST}\n\t\t}\n\t}\n}\n"
+	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cfg), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), "sk-should-not-appear") {
+		t.Fatalf("secret expanded into adapted JSON: %s", out)
+	}
+	if !strings.Contains(string(out), "{env.SECRET_KEY_FOR_TEST}") {
+		t.Fatalf("placeholder missing from adapted JSON: %s", out)
+	}
+}
+
+// TestCaddyfileAdaptErrors checks that bad Caddyfiles fail at adapt time
+// with an error naming the line and the problem.
+func TestCaddyfileAdaptErrors(t *testing.T) {
+	auth := "\t\tauth a {\n\t\t\tprovider claude\n\t\t\tapi_key k\n\t\t}\n"
+	wrap := func(body string) string { return ":8080 {\n\tllm_proxy {\n" + body + "\t}\n}\n" }
+	for _, tc := range []struct {
+		name, cfg, want string
+		line            int
+	}{
+		{"unknown option", wrap(auth + "\t\tbogus 1\n"), `unknown llm_proxy option "bogus"`, 7},
+		{"unknown strategy", wrap(auth + "\t\trouting {\n\t\t\tstrategy random\n\t\t}\n"), `routing: unknown strategy "random"; expected one of round_robin, fill_first, weighted_round_robin, rendezvous`, 8},
+		{"unknown provider", wrap("\t\tauth a {\n\t\t\tprovider azure\n\t\t\tapi_key k\n\t\t}\n"), `auth "a": unknown provider "azure"`, 4},
+		{"duplicate auth", wrap(auth + auth), `duplicate auth "a"`, 7},
+		{"weight out of range", wrap("\t\tauth a {\n\t\t\tprovider claude\n\t\t\tapi_key k\n\t\t\tweight 1000001\n\t\t}\n"), `auth "a": bad weight "1000001"`, 6},
+		{"negative weight", wrap("\t\tauth a {\n\t\t\tprovider claude\n\t\t\tapi_key k\n\t\t\tweight -1\n\t\t}\n"), `auth "a": bad weight "-1"`, 0},
+		{"bad duration", wrap(auth + "\t\trouting {\n\t\t\tsession_affinity_ttl soon\n\t\t}\n"), `routing: bad session_affinity_ttl "soon"`, 8},
+		{"bad cooldown duration", wrap(auth + "\t\tcooldown {\n\t\t\trate_limit 5parsecs\n\t\t}\n"), `cooldown: bad rate_limit "5parsecs"`, 0},
+		{"bad rescan", wrap(auth + "\t\trescan_interval often\n"), `bad rescan_interval "often"`, 7},
+		{"bad size", wrap(auth + "\t\tmax_request_body lots\n"), `bad max_request_body "lots"`, 0},
+		{"missing provider", wrap("\t\tauth a {\n\t\t\tapi_key k\n\t\t}\n"), `auth "a": provider is required`, 0},
+		{"missing key", wrap("\t\tauth a {\n\t\t\tprovider openai\n\t\t}\n"), `auth "a": needs api_key or access_token`, 0},
+		{"compatible without base", wrap("\t\tauth a {\n\t\t\tprovider openai_compatible\n\t\t\tapi_key k\n\t\t}\n"), `provider openai_compatible needs base_url`, 0},
+		{"unknown auth option", wrap("\t\tauth a {\n\t\t\tprovider claude\n\t\t\tapi_key k\n\t\t\tsecret x\n\t\t}\n"), `auth "a": unknown option "secret"`, 6},
+		{"duplicate pool", wrap(auth + "\t\tpool a\n\t\tpool b\n"), `duplicate pool option`, 8},
+		{"bad on/off", wrap(auth + "\t\trouting {\n\t\t\tsession_affinity maybe\n\t\t}\n"), `session_affinity takes on or off`, 8},
+		{"empty access", wrap(auth + "\t\taccess {\n\t\t}\n"), `access: needs api_keys or a provider`, 0},
+		{"unknown access provider", wrap(auth + "\t\taccess {\n\t\t\tprovider ldap\n\t\t}\n"), `llm_proxy.access.ldap`, 0},
+		{"bad max_attempts", wrap(auth + "\t\tretry {\n\t\t\tmax_attempts 0\n\t\t}\n"), `retry: bad max_attempts "0"`, 0},
+		{"unknown retry option", wrap(auth + "\t\tretry {\n\t\t\tbackoff 1s\n\t\t}\n"), `retry: unknown option "backoff"`, 0},
+		{"pool arity", wrap(auth + "\t\tpool a b\n"), `wrong argument count`, 7},
+		{"auth without id", wrap("\t\tauth {\n\t\t}\n"), `auth needs an ID`, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(tc.cfg), map[string]any{"filename": "Caddyfile"})
+			if err == nil {
+				t.Fatalf("adapt succeeded; want error containing %q", tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q\nwant it to contain %q", err, tc.want)
+			}
+			if tc.line > 0 && !strings.HasSuffix(err.Error(), fmt.Sprintf("at Caddyfile:%d", tc.line)) {
+				t.Fatalf("error %q does not name line %d", err, tc.line)
+			}
+		})
+	}
+}

@@ -1,0 +1,392 @@
+// Package handler serves client requests: it admits the client, parses the
+// request, asks the selector for a credential, sends the request upstream and
+// classifies the outcome, moving to the next credential until one answers or
+// the pool is exhausted. Everything here is per config; what outlives a
+// reload lives in package pool.
+package handler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/caddy-llm-proxy/llmproxy/apifamily"
+	"github.com/caddy-llm-proxy/llmproxy/auth"
+	"github.com/caddy-llm-proxy/llmproxy/failure"
+	"github.com/caddy-llm-proxy/llmproxy/pool"
+	"github.com/caddy-llm-proxy/llmproxy/selector"
+)
+
+// errorBodyLimit bounds how much of an upstream error body is read for
+// classification and kept for replay to the client.
+const errorBodyLimit = 64 << 10
+
+// Transports gives the round tripper for a credential (its proxy_url, if any,
+// selects a dedicated one).
+type Transports interface {
+	For(a *auth.Auth) http.RoundTripper
+}
+
+// Observer receives what metrics are made of. All methods must be cheap and
+// safe for concurrent use.
+type Observer interface {
+	// Attempt is called once per upstream attempt that got a response or
+	// failed to; ttfb is the time to the response headers.
+	Attempt(pool, authID string, status int, ttfb time.Duration, v failure.Verdict)
+	// Request is called once per client request that reached selection.
+	Request(pool, authID string, status, attempts int, affinity selector.Decision)
+	// Usage reports prompt-cache tokens read and written for one response.
+	Usage(pool, authID string, cacheRead, cacheWrite int64)
+}
+
+// Proxy is the compiled form of one llm_proxy handler config.
+type Proxy struct {
+	Pool            *pool.Pool
+	Strategy        selector.Strategy
+	Affinity        *selector.Affinity // nil when session affinity is off
+	Policy          failure.Policy
+	MaxAttempts     int // 0: every eligible credential
+	WaitForCooldown time.Duration
+	MaxBody         int64
+	Access          []auth.AccessProvider // empty: no client-key check
+	Transports      Transports
+	Logger          *zap.Logger
+	Observer        Observer
+	Now             func() time.Time
+}
+
+// result is what one request's attempts came to, for logs and metrics.
+type result struct {
+	authID   string
+	attempts int
+	decision selector.Decision
+	status   int
+}
+
+// ServeHTTP serves one client request.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
+	route, ok := apifamily.Parse(r.URL.Path)
+	fam := route.Family
+	if len(p.Access) > 0 && !p.admit(w, r, fam) {
+		return nil
+	}
+	if !ok {
+		apifamily.WriteError(w, apifamily.OpenAI, http.StatusNotFound, apifamily.KindNotFound,
+			fmt.Sprintf("llm_proxy does not serve %s %s", r.Method, r.URL.Path), 0)
+		return nil
+	}
+	req, err := parse(r, route, p.MaxBody, p.Affinity != nil)
+	if err != nil {
+		if errors.Is(err, errTooLarge) {
+			apifamily.WriteError(w, fam, http.StatusRequestEntityTooLarge, apifamily.KindTooLarge,
+				fmt.Sprintf("request body exceeds max_request_body (%d bytes)", p.MaxBody), 0)
+			return nil
+		}
+		if r.Context().Err() != nil {
+			return nil
+		}
+		apifamily.WriteError(w, fam, http.StatusBadRequest, apifamily.KindInvalidRequest, "could not read request body", 0)
+		return nil
+	}
+	res := p.serve(w, r, req)
+	p.annotate(r, req, res)
+	if p.Observer != nil {
+		p.Observer.Request(p.Pool.Name(), res.authID, res.status, res.attempts, res.decision)
+	}
+	return nil
+}
+
+// admit checks the client key against the access providers and sets
+// {http.auth.user.id} to the matched key's label.
+func (p *Proxy) admit(w http.ResponseWriter, r *http.Request, fam apifamily.Family) bool {
+	key := auth.ClientKey(r)
+	msg := "missing API key"
+	if key != "" {
+		msg = "invalid API key"
+		for _, ap := range p.Access {
+			label, err := ap.Authenticate(key)
+			if err == nil {
+				if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+					repl.Set("http.auth.user.id", label)
+				}
+				return true
+			}
+		}
+	}
+	apifamily.WriteError(w, fam, http.StatusUnauthorized, apifamily.KindAuthentication, msg, 0)
+	return false
+}
+
+// availability answers the selector for one request: a credential is usable
+// when it is not cooling for the model and was not tried yet.
+type availability struct {
+	creds []*pool.Credential
+	model string
+	now   time.Time
+	tried []bool
+}
+
+func (a *availability) Available(i int) bool {
+	return !a.tried[i] && a.creds[i].Available(a.model, a.now)
+}
+
+// lastFailure is the most recent upstream failure, returned to the client
+// when every attempt failed.
+type lastFailure struct {
+	status int
+	header http.Header
+	body   []byte
+	err    error
+}
+
+// serve runs the attempt loop.
+func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, req *parsed) result {
+	fam := req.route.Family
+	res := result{decision: selector.DecisionNone}
+	var last *lastFailure
+	var waited bool
+	for {
+		e := p.Pool.Eligible(fam, req.model)
+		if e.Set.Len() == 0 {
+			res.status = http.StatusServiceUnavailable
+			apifamily.WriteError(w, fam, res.status, apifamily.KindUnavailable, noCredentialMessage(fam, req.model), 0)
+			return res
+		}
+		av := &availability{creds: e.Creds, model: req.model, now: p.Now(), tried: make([]bool, e.Set.Len())}
+		sel := &selector.Request{
+			Set:      e.Set,
+			Avail:    av,
+			Session:  req.ids.Primary,
+			Fallback: req.ids.Fallback,
+			HashKey:  req.ids.Stable,
+			Model:    req.bind,
+		}
+		for p.MaxAttempts <= 0 || res.attempts < p.MaxAttempts {
+			idx, decision := p.pick(sel)
+			if idx < 0 {
+				break
+			}
+			if res.attempts == 0 {
+				res.decision = decision
+			} else if decision != selector.DecisionNone {
+				res.decision = selector.DecisionRebind
+			}
+			av.tried[idx] = true
+			cred := e.Creds[idx]
+			res.attempts++
+			res.authID = cred.ID()
+			done, lf := p.attempt(w, r, req, sel, cred, res.attempts)
+			if done {
+				res.status = lf.status
+				return res
+			}
+			last = lf
+			av.now = p.Now()
+		}
+		if last != nil {
+			res.status = p.writeLast(w, fam, last, e, req.model)
+			return res
+		}
+		// Nothing was tried: every eligible credential is cooling.
+		soonest := soonestRecovery(e, req.model, av.now)
+		if !waited && p.WaitForCooldown > 0 && !soonest.IsZero() && soonest.Sub(av.now) <= p.WaitForCooldown {
+			waited = true
+			t := time.NewTimer(soonest.Sub(av.now))
+			select {
+			case <-t.C:
+				continue
+			case <-r.Context().Done():
+				t.Stop()
+				res.status = 499
+				return res
+			}
+		}
+		res.status = http.StatusTooManyRequests
+		retry := retryAfterSeconds(soonest, av.now)
+		apifamily.WriteError(w, fam, res.status, apifamily.KindRateLimit,
+			fmt.Sprintf("all credentials for %s are cooling down; retry in %ds", modelOrFamily(fam, req.model), retry), retry)
+		return res
+	}
+}
+
+func (p *Proxy) pick(sel *selector.Request) (int, selector.Decision) {
+	if p.Affinity != nil {
+		return p.Affinity.Pick(p.Pool.Strategy, sel)
+	}
+	return p.Strategy.Pick(p.Pool.Strategy, sel), selector.DecisionNone
+}
+
+// attempt sends the request upstream with one credential. done reports that
+// the client got its answer (or left); otherwise the returned failure says
+// why this credential failed over.
+func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, sel *selector.Request, cred *pool.Credential, n int) (done bool, lf *lastFailure) {
+	a := cred.Auth()
+	base, err := url.Parse(a.BaseURLOrDefault())
+	if err != nil {
+		// Validated at load; treat like an unreachable upstream.
+		base = &url.URL{}
+	}
+	ctx := r.Context()
+	out := newUpstreamRequest(ctx, r, req.body, a, base)
+	start := p.Now()
+	resp, err := p.Transports.For(a).RoundTrip(out)
+	ttfb := p.Now().Sub(start)
+
+	var (
+		status int
+		header http.Header
+		body   []byte
+	)
+	if err == nil {
+		status, header = resp.StatusCode, resp.Header
+		if status >= 400 {
+			body, _ = io.ReadAll(io.LimitReader(resp.Body, errorBodyLimit))
+		}
+	}
+	now := p.Now()
+	v := failure.Classify(p.Policy, status, header, body, err, ctx.Err(), now)
+	if p.Observer != nil {
+		p.Observer.Attempt(p.Pool.Name(), cred.ID(), status, ttfb, v)
+	}
+	log := p.Logger.With(zap.String("pool", p.Pool.Name()), zap.String("auth", cred.ID()),
+		zap.String("model", req.model), zap.Int("attempt", n))
+
+	switch v.Action {
+	case failure.Stop:
+		if resp != nil {
+			resp.Body.Close()
+		}
+		log.Debug("client went away", zap.Error(err))
+		return true, &lastFailure{status: 499}
+	case failure.Failover:
+		if resp != nil {
+			resp.Body.Close()
+		}
+		until := cred.RecordFailure(req.model, v, p.Policy, now)
+		if p.Affinity != nil {
+			p.Affinity.Failure(sel, cred.ID())
+		}
+		log.Warn("credential failed; cooling down and failing over",
+			zap.Int("status", status), zap.String("reason", v.Reason),
+			zap.Time("cooldown_until", until), zap.Bool("hinted", v.Hinted), zap.Error(err))
+		return false, &lastFailure{status: status, header: header, body: body, err: err}
+	}
+
+	// Success or a client error returned as is.
+	log.Debug("upstream answered", zap.Int("status", status), zap.Duration("ttfb", ttfb))
+	if v.Action == failure.Success {
+		cred.RecordSuccess(req.model)
+		if p.Affinity != nil {
+			p.Affinity.Success(sel, cred.ID())
+		}
+	}
+	if err := p.copyResponse(w, resp, body); err != nil && !errors.Is(err, errClientWrite) && ctx.Err() == nil {
+		// The upstream broke off mid-stream: nothing can be retried once
+		// bytes reached the client, but the credential is charged.
+		cv := failure.Classify(p.Policy, 0, nil, nil, err, nil, p.Now())
+		cred.RecordFailure(req.model, cv, p.Policy, p.Now())
+		log.Warn("upstream stream broke off after the response started", zap.Error(err))
+	}
+	return true, &lastFailure{status: status}
+}
+
+// writeLast answers with the last upstream failure when every attempt
+// failed: its status and body, or 502 when the upstream was unreachable.
+func (p *Proxy) writeLast(w http.ResponseWriter, fam apifamily.Family, last *lastFailure, e *pool.Eligible, model string) int {
+	if last.status == 0 {
+		apifamily.WriteError(w, fam, http.StatusBadGateway, apifamily.KindUpstream,
+			"upstream unreachable: "+transportErrorText(last.err), 0)
+		return http.StatusBadGateway
+	}
+	h := w.Header()
+	copyHeader(h, last.header)
+	h.Del("Content-Length")
+	if last.status == http.StatusTooManyRequests && h.Get("Retry-After") == "" {
+		now := p.Now()
+		h.Set("Retry-After", strconv.Itoa(retryAfterSeconds(soonestRecovery(e, model, now), now)))
+	}
+	h.Set("Content-Length", strconv.Itoa(len(last.body)))
+	w.WriteHeader(last.status)
+	_, _ = w.Write(last.body)
+	return last.status
+}
+
+// soonestRecovery is the earliest time any eligible credential recovers for
+// model; zero when none is cooling.
+func soonestRecovery(e *pool.Eligible, model string, now time.Time) time.Time {
+	var soonest time.Time
+	for _, c := range e.Creds {
+		until := c.CoolingUntil(model, now)
+		if !until.After(now) {
+			continue
+		}
+		if soonest.IsZero() || until.Before(soonest) {
+			soonest = until
+		}
+	}
+	return soonest
+}
+
+// retryAfterSeconds rounds the wait up to whole seconds, at least 1.
+func retryAfterSeconds(until, now time.Time) int {
+	d := until.Sub(now)
+	if d <= 0 {
+		return 1
+	}
+	return int(math.Ceil(d.Seconds()))
+}
+
+func noCredentialMessage(fam apifamily.Family, model string) string {
+	return "no enabled credential in this pool serves " + modelOrFamily(fam, model)
+}
+
+func modelOrFamily(fam apifamily.Family, model string) string {
+	if model == "" {
+		return fam.String() + " requests"
+	}
+	return "model " + strconv.Quote(model)
+}
+
+// transportErrorText describes a transport error without leaking URLs with
+// credentials in them.
+func transportErrorText(err error) string {
+	if err == nil {
+		return "no response"
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return "timeout"
+	}
+	return err.Error()
+}
+
+// annotate exposes the outcome as placeholders and access-log fields.
+func (p *Proxy) annotate(r *http.Request, req *parsed, res result) {
+	ctx := r.Context()
+	if repl, ok := ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		repl.Set("http.llm_proxy.auth", res.authID)
+		repl.Set("http.llm_proxy.session", req.ids.Primary)
+		repl.Set("http.llm_proxy.affinity", string(res.decision))
+		repl.Set("http.llm_proxy.attempts", res.attempts)
+		repl.Set("http.llm_proxy.pool", p.Pool.Name())
+	}
+	if extra, ok := ctx.Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
+		extra.Set(zap.String("llm_proxy.pool", p.Pool.Name()))
+		extra.Set(zap.String("llm_proxy.auth", res.authID))
+		extra.Set(zap.Int("llm_proxy.attempts", res.attempts))
+		extra.Set(zap.String("llm_proxy.affinity", string(res.decision)))
+	}
+}

@@ -1,0 +1,65 @@
+package handler
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net/http"
+
+	"github.com/caddy-llm-proxy/llmproxy/apifamily"
+	"github.com/caddy-llm-proxy/llmproxy/session"
+)
+
+// parsed is everything the handler learns from a client request before it
+// picks a credential. The body is read once and kept for session extraction
+// and for replay to each credential tried.
+type parsed struct {
+	route apifamily.Route
+	model string // as requested; cooldowns are kept per this name
+	bind  string // model for session bindings (thinking suffix stripped)
+	body  []byte
+	ids   session.IDs
+}
+
+var errTooLarge = errors.New("request body too large")
+
+// readBody reads at most max bytes of the request body; a longer body is
+// errTooLarge.
+func readBody(r *http.Request, max int64) ([]byte, error) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, nil
+	}
+	if r.ContentLength > max {
+		return nil, errTooLarge
+	}
+	var buf bytes.Buffer
+	if r.ContentLength > 0 {
+		buf.Grow(int(r.ContentLength))
+	}
+	n, err := buf.ReadFrom(io.LimitReader(r.Body, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if n > max {
+		return nil, errTooLarge
+	}
+	return buf.Bytes(), nil
+}
+
+// parse reads and examines the request. affinity says whether to look for a
+// session ID.
+func parse(r *http.Request, route apifamily.Route, max int64, affinity bool) (*parsed, error) {
+	body, err := readBody(r, max)
+	if err != nil {
+		return nil, err
+	}
+	p := &parsed{route: route, body: body, model: route.Model}
+	if p.model == "" && len(body) > 0 {
+		p.model = apifamily.BodyModel(body)
+	}
+	p.bind = session.BindingModel(p.model)
+	if affinity {
+		p.ids = session.Extract(r.Header, body)
+	}
+	return p, nil
+}

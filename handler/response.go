@@ -1,0 +1,64 @@
+package handler
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+)
+
+// errClientWrite marks a failed write to the client (the client left).
+var errClientWrite = errors.New("writing to client")
+
+// copyHeader adds every non-hop-by-hop header of src to dst.
+func copyHeader(dst, src http.Header) {
+	for k, vv := range src {
+		dst[k] = append(dst[k][:0:0], vv...)
+	}
+	stripHopHeaders(dst)
+}
+
+// copyResponse sends the upstream response to the client. Streams are
+// flushed after every read so each SSE event reaches the client as soon as
+// it arrives. prefix is body already read (for error responses). It returns
+// the upstream read error, if the upstream broke off; a client that went
+// away is errClientWrite.
+func (p *Proxy) copyResponse(w http.ResponseWriter, resp *http.Response, prefix []byte) error {
+	defer resp.Body.Close()
+	copyHeader(w.Header(), resp.Header)
+	if prefix != nil {
+		// The body was fully read (errors are small) or truncated at the limit.
+		w.Header().Del("Content-Length")
+	}
+	w.WriteHeader(resp.StatusCode)
+	if len(prefix) > 0 {
+		if _, err := w.Write(prefix); err != nil {
+			return errClientWrite
+		}
+	}
+	rc := http.NewResponseController(w)
+	stream := resp.ContentLength < 0 || strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
+	if stream {
+		_ = rc.Flush()
+	}
+	buf := make([]byte, 32<<10)
+	for {
+		n, rerr := resp.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return errClientWrite
+			}
+			if stream {
+				if err := rc.Flush(); err != nil {
+					return errClientWrite
+				}
+			}
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+}

@@ -1,0 +1,516 @@
+// Package llmproxy is a Caddy module that turns a route into an LLM API
+// gateway: it holds a pool of upstream credentials (Anthropic, OpenAI, Codex,
+// Gemini and OpenAI-compatible keys and OAuth tokens) and sends every client
+// request upstream with exactly one of them, keeping conversations on one
+// credential, spreading new ones, and skipping credentials that fail.
+//
+// The request path reads like the package list: access (auth), parse
+// (apifamily, session), choose (selector), send and classify (handler,
+// failure), with per-pool state that outlives reloads in pool.
+package llmproxy
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"github.com/caddyserver/certmagic"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/caddy-llm-proxy/llmproxy/auth"
+	"github.com/caddy-llm-proxy/llmproxy/failure"
+	"github.com/caddy-llm-proxy/llmproxy/handler"
+	"github.com/caddy-llm-proxy/llmproxy/pool"
+	"github.com/caddy-llm-proxy/llmproxy/selector"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Defaults of the handler config.
+const (
+	DefaultPool           = "default"
+	DefaultMaxRequestBody = 32 << 20
+	DefaultRescanInterval = 30 * time.Second
+	DefaultAffinityTTL    = time.Hour
+)
+
+// Handler is an LLM API gateway over a pool of upstream credentials.
+//
+// It serves Anthropic Messages (/v1/messages), OpenAI Chat Completions,
+// Completions, Responses, Embeddings and Models (/v1/...), and Gemini
+// (/v1beta/models/{model}:{action}) requests, sending each upstream with one
+// credential of the pool that serves the requested model.
+//
+// It sets these placeholders after the request was served:
+//
+//	{http.llm_proxy.pool}      the pool name
+//	{http.llm_proxy.auth}      ID of the credential that answered (or was tried last)
+//	{http.llm_proxy.session}   the session ID used for affinity, if any
+//	{http.llm_proxy.affinity}  hit, miss, rebind or none
+//	{http.llm_proxy.attempts}  number of upstream attempts
+//
+// With access configured, {http.auth.user.id} is the label of the client's
+// key (never the key itself).
+type Handler struct {
+	// Pool names the credential pool. Session bindings, cooldowns and
+	// counters are kept per pool name and survive config reloads as long as
+	// the name stays. Names must be unique within one config.
+	// Default: "default".
+	Pool string `json:"pool,omitempty"`
+
+	// Auths are credentials declared in the config. They join the
+	// credentials found in storage to form the pool, and are never written
+	// to storage. Values accept placeholders such as {env.ANTHROPIC_KEY_1}.
+	Auths []*InlineAuth `json:"auths,omitempty"`
+
+	// StoragePrefix is where credential records live in storage, one JSON
+	// document per credential at <prefix>/<id>.json.
+	// Default: "llm_proxy/<pool>/auths".
+	StoragePrefix string `json:"storage_prefix,omitempty"`
+
+	// StorageRaw is the storage module for credential records. Default:
+	// Caddy's global storage (the file system unless configured otherwise).
+	StorageRaw json.RawMessage `json:"storage,omitempty" caddy:"namespace=caddy.storage inline_key=module"`
+
+	// RescanInterval is how often storage is listed again so added, changed,
+	// disabled and deleted records take effect without a reload. 0 turns
+	// rescans off. Default: 30s.
+	RescanInterval *caddy.Duration `json:"rescan_interval,omitempty"`
+
+	// Routing chooses credentials for requests.
+	Routing *Routing `json:"routing,omitempty"`
+
+	// Access checks client keys. Absent: no client-key check (use Caddy's
+	// own authentication in front instead).
+	Access *Access `json:"access,omitempty"`
+
+	// Retry bounds the attempts per request.
+	Retry *Retry `json:"retry,omitempty"`
+
+	// Cooldown sets how long failing credentials rest.
+	Cooldown *Cooldown `json:"cooldown,omitempty"`
+
+	// MaxRequestBody is the largest request body accepted, in bytes; larger
+	// requests get 413. Default: 32 MiB.
+	MaxRequestBody int64 `json:"max_request_body,omitempty"`
+
+	// TransportRaw configures how upstream requests are sent: a
+	// reverse_proxy transport module. Default: the "http" transport with
+	// TLS enabled for https base URLs, HTTP/2 and keep-alive.
+	TransportRaw json.RawMessage `json:"transport,omitempty" caddy:"namespace=http.reverse_proxy.transport inline_key=protocol"`
+
+	// ManagementSecret protects this pool's admin API routes
+	// (/llm_proxy/pools/<pool>/...): requests need
+	// "Authorization: Bearer <secret>", on localhost too. A bcrypt hash
+	// ($2a$/$2b$/$2y$) is compared as a hash, anything else as plain text.
+	ManagementSecret string `json:"management_secret,omitempty"`
+
+	proxy      *handler.Proxy
+	pool       *pool.Pool
+	store      auth.Store
+	transports *transports
+	logger     *zap.Logger
+	registry   *prometheus.Registry
+	stopRescan func()
+	cleaned    sync.Once
+}
+
+// InlineAuth is a credential declared in the config. Fields mean what they
+// mean in a stored record (see the README).
+type InlineAuth struct {
+	// ID names the credential; unique within the pool.
+	ID string `json:"id"`
+	// Provider is claude, openai, codex, gemini or openai_compatible.
+	Provider string `json:"provider"`
+	// APIKey is the provider API key.
+	APIKey string `json:"api_key,omitempty"`
+	// AccessToken is an OAuth bearer token (Claude or Codex subscriptions).
+	AccessToken string `json:"access_token,omitempty"`
+	// AccountID is the ChatGPT account for Codex OAuth tokens.
+	AccountID string `json:"account_id,omitempty"`
+	// BaseURL overrides the provider's default API address; required for
+	// openai_compatible.
+	BaseURL string `json:"base_url,omitempty"`
+	// Models lists the served models; * globs. Default: all.
+	Models []string `json:"models,omitempty"`
+	// Priority orders tiers: higher tiers are used first. Default: 0.
+	Priority int `json:"priority,omitempty"`
+	// Weight is the share of new sessions, 0..1000000; 0 takes no new
+	// sessions. Default: 1.
+	Weight *int `json:"weight,omitempty"`
+	// Headers are extra upstream headers, applied last.
+	Headers map[string]string `json:"headers,omitempty"`
+	// ProxyURL sends this credential's requests through an egress proxy.
+	ProxyURL string `json:"proxy_url,omitempty"`
+	// Disabled keeps the credential out of selection.
+	Disabled bool `json:"disabled,omitempty"`
+	// Label is a human-readable name shown in the admin API.
+	Label string `json:"label,omitempty"`
+}
+
+// Routing chooses credentials.
+type Routing struct {
+	// Strategy spreads new sessions: round_robin, fill_first,
+	// weighted_round_robin or rendezvous. Default: round_robin.
+	Strategy string `json:"strategy,omitempty"`
+	// SessionAffinity keeps each conversation on one credential so the
+	// provider's prompt cache keeps hitting. Default: false.
+	SessionAffinity bool `json:"session_affinity,omitempty"`
+	// SessionAffinityTTL is how long an idle binding lives. Default: 1h.
+	SessionAffinityTTL caddy.Duration `json:"session_affinity_ttl,omitempty"`
+	// ClaudeCodeSessionAffinity is a deprecated alias of SessionAffinity.
+	ClaudeCodeSessionAffinity bool `json:"claude_code_session_affinity,omitempty"`
+}
+
+// Access checks client keys.
+type Access struct {
+	// APIKeys is the legacy list of accepted client keys; it is the same as
+	// a config_api_key provider with these keys.
+	APIKeys []string `json:"api_keys,omitempty"`
+	// ProvidersRaw are access provider modules (namespace llm_proxy.access),
+	// tried in order; the first that accepts the key admits the request.
+	ProvidersRaw []json.RawMessage `json:"providers,omitempty" caddy:"namespace=llm_proxy.access inline_key=provider"`
+}
+
+// Retry bounds attempts.
+type Retry struct {
+	// MaxAttempts is the number of distinct credentials tried per request.
+	// Default: every eligible credential.
+	MaxAttempts int `json:"max_attempts,omitempty"`
+	// WaitForCooldown makes a request wait for the soonest recovery when
+	// every credential is cooling, if that is within this bound. Default: 0
+	// (answer 429 at once).
+	WaitForCooldown caddy.Duration `json:"wait_for_cooldown,omitempty"`
+}
+
+// Cooldown sets how long failing credentials rest when the provider gives
+// no reset hint (hints always win).
+type Cooldown struct {
+	// RateLimit is the first backoff step after a 429; it doubles on each
+	// further 429 up to RateLimitMax and resets on success. Default: 1s.
+	RateLimit caddy.Duration `json:"rate_limit,omitempty"`
+	// RateLimitMax caps the 429 backoff. Default: 30m.
+	RateLimitMax caddy.Duration `json:"rate_limit_max,omitempty"`
+	// AuthFailure is the rest after 401, 402 or 403, for all models.
+	// Default: 30m.
+	AuthFailure caddy.Duration `json:"auth_failure,omitempty"`
+	// ModelNotFound is the rest for a model the credential does not have
+	// (404). Default: 12h.
+	ModelNotFound caddy.Duration `json:"model_not_found,omitempty"`
+	// ServerError is the rest after 408, 5xx, 529, refused or timed-out
+	// connections. Default: 60s.
+	ServerError caddy.Duration `json:"server_error,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.llm_proxy",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// configPools tracks the pool names of each config being loaded (keyed by
+// the config's metrics registry, which is unique per config) so a duplicate
+// name is a clear error.
+var (
+	configPoolsMu sync.Mutex
+	configPools   = map[*prometheus.Registry]map[string]bool{}
+)
+
+// Provision sets up the handler.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	repl := caddy.NewReplacer()
+	if h.Pool == "" {
+		h.Pool = DefaultPool
+	}
+	h.Pool = repl.ReplaceKnown(h.Pool, "")
+
+	h.registry = ctx.GetMetricsRegistry()
+	configPoolsMu.Lock()
+	names := configPools[h.registry]
+	if names == nil {
+		names = map[string]bool{}
+		configPools[h.registry] = names
+	}
+	dup := names[h.Pool]
+	names[h.Pool] = true
+	configPoolsMu.Unlock()
+	if dup {
+		h.registry = nil // not ours to clear
+		return fmt.Errorf("pool %q is used by more than one llm_proxy handler in this config; give each handler its own pool name", h.Pool)
+	}
+
+	inline, err := h.inlineAuths(repl)
+	if err != nil {
+		return err
+	}
+	access, err := h.provisionAccess(ctx, repl)
+	if err != nil {
+		return err
+	}
+	strategy, affinity, err := h.provisionRouting()
+	if err != nil {
+		return err
+	}
+	if err := h.provisionTransport(ctx); err != nil {
+		return err
+	}
+	if err := h.provisionStore(ctx, repl); err != nil {
+		return err
+	}
+
+	h.pool = pool.Acquire(h.Pool)
+	if h.Routing != nil && h.Routing.SessionAffinityTTL > 0 {
+		h.pool.Sessions.SetTTL(time.Duration(h.Routing.SessionAffinityTTL))
+	} else {
+		h.pool.Sessions.SetTTL(DefaultAffinityTTL)
+	}
+	if affinity {
+		affinitySel := &selector.Affinity{Strategy: strategy, Bindings: h.pool.Sessions}
+		h.proxy = h.newProxy(strategy, affinitySel, access)
+	} else {
+		h.proxy = h.newProxy(strategy, nil, access)
+	}
+
+	// Stored records first, so an inline ID that is also stored is caught.
+	h.loadStored(ctx)
+	if err := h.pool.SetInline(inline); err != nil {
+		return err
+	}
+	h.startRescan()
+	registerLive(h)
+	return nil
+}
+
+func (h *Handler) newProxy(strategy selector.Strategy, affinity *selector.Affinity, access []auth.AccessProvider) *handler.Proxy {
+	maxBody := h.MaxRequestBody
+	if maxBody <= 0 {
+		maxBody = DefaultMaxRequestBody
+	}
+	p := &handler.Proxy{
+		Pool:       h.pool,
+		Strategy:   strategy,
+		Policy:     h.policy(),
+		MaxBody:    maxBody,
+		Access:     access,
+		Transports: h.transports,
+		Logger:     h.logger,
+		Now:        time.Now,
+	}
+	if affinity != nil {
+		p.Affinity = affinity
+	}
+	if h.Retry != nil {
+		p.MaxAttempts = h.Retry.MaxAttempts
+		p.WaitForCooldown = time.Duration(h.Retry.WaitForCooldown)
+	}
+	return p
+}
+
+func (h *Handler) policy() failure.Policy {
+	var p failure.Policy
+	if c := h.Cooldown; c != nil {
+		p = failure.Policy{
+			RateLimit:     time.Duration(c.RateLimit),
+			RateLimitMax:  time.Duration(c.RateLimitMax),
+			AuthFailure:   time.Duration(c.AuthFailure),
+			ModelNotFound: time.Duration(c.ModelNotFound),
+			ServerError:   time.Duration(c.ServerError),
+		}
+	}
+	return p.WithDefaults()
+}
+
+// inlineAuths expands placeholders in the inline credentials and validates
+// them.
+func (h *Handler) inlineAuths(repl *caddy.Replacer) ([]*auth.Auth, error) {
+	seen := make(map[string]bool, len(h.Auths))
+	out := make([]*auth.Auth, 0, len(h.Auths))
+	for i, ia := range h.Auths {
+		if ia == nil || ia.ID == "" {
+			return nil, fmt.Errorf("auths[%d]: missing id", i)
+		}
+		if seen[ia.ID] {
+			return nil, fmt.Errorf("auth %q is declared twice; auth IDs must be unique", ia.ID)
+		}
+		seen[ia.ID] = true
+		x := func(s string) string { return repl.ReplaceKnown(s, "") }
+		a := &auth.Auth{
+			ID:          ia.ID,
+			Provider:    ia.Provider,
+			APIKey:      x(ia.APIKey),
+			AccessToken: x(ia.AccessToken),
+			AccountID:   x(ia.AccountID),
+			BaseURL:     x(ia.BaseURL),
+			Models:      ia.Models,
+			Priority:    ia.Priority,
+			Weight:      ia.Weight,
+			ProxyURL:    x(ia.ProxyURL),
+			Disabled:    ia.Disabled,
+			Label:       ia.Label,
+			Inline:      true,
+		}
+		if len(ia.Headers) > 0 {
+			a.Headers = make(map[string]string, len(ia.Headers))
+			for k, v := range ia.Headers {
+				a.Headers[k] = x(v)
+			}
+		}
+		if err := a.Validate(); err != nil {
+			return nil, fmt.Errorf("auth %q: %v", ia.ID, err)
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// provisionAccess loads the access providers; the legacy api_keys list
+// becomes a config_api_key provider in front of the others.
+func (h *Handler) provisionAccess(ctx caddy.Context, repl *caddy.Replacer) ([]auth.AccessProvider, error) {
+	if h.Access == nil {
+		return nil, nil
+	}
+	var out []auth.AccessProvider
+	if len(h.Access.APIKeys) > 0 {
+		legacy := &auth.ConfigAPIKey{Keys: h.Access.APIKeys}
+		if err := legacy.Provision(ctx); err != nil {
+			return nil, fmt.Errorf("access api_keys: %v", err)
+		}
+		out = append(out, legacy)
+	}
+	if h.Access.ProvidersRaw != nil {
+		mods, err := ctx.LoadModule(h.Access, "ProvidersRaw")
+		if err != nil {
+			return nil, fmt.Errorf("loading access providers: %v", err)
+		}
+		for _, m := range mods.([]any) {
+			ap, ok := m.(auth.AccessProvider)
+			if !ok {
+				return nil, fmt.Errorf("access provider %T does not check keys", m)
+			}
+			out = append(out, ap)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("access: no keys or providers configured; remove the access block to turn client-key checks off")
+	}
+	return out, nil
+}
+
+func (h *Handler) provisionRouting() (selector.Strategy, bool, error) {
+	r := h.Routing
+	if r == nil {
+		r = new(Routing)
+	}
+	strategy, err := selector.New(r.Strategy)
+	if err != nil {
+		return nil, false, fmt.Errorf("routing: %v", err)
+	}
+	if r.ClaudeCodeSessionAffinity {
+		h.logger.Warn("routing.claude_code_session_affinity is deprecated; use session_affinity")
+	}
+	return strategy, r.SessionAffinity || r.ClaudeCodeSessionAffinity, nil
+}
+
+func (h *Handler) provisionTransport(ctx caddy.Context) error {
+	if h.TransportRaw == nil {
+		h.TransportRaw = caddyconfig.JSONModuleObject(&reverseproxy.HTTPTransport{
+			TLS: new(reverseproxy.TLSConfig),
+		}, "protocol", "http", nil)
+	}
+	mod, err := ctx.LoadModule(h, "TransportRaw")
+	if err != nil {
+		return fmt.Errorf("loading transport: %v", err)
+	}
+	rt, ok := mod.(http.RoundTripper)
+	if !ok {
+		return fmt.Errorf("transport %T cannot send requests", mod)
+	}
+	h.transports = newTransports(rt)
+	return nil
+}
+
+func (h *Handler) provisionStore(ctx caddy.Context, repl *caddy.Replacer) error {
+	var storage certmagic.Storage
+	if h.StorageRaw != nil {
+		mod, err := ctx.LoadModule(h, "StorageRaw")
+		if err != nil {
+			return fmt.Errorf("loading storage: %v", err)
+		}
+		sc, ok := mod.(caddy.StorageConverter)
+		if !ok {
+			return fmt.Errorf("storage module %T is not a Caddy storage", mod)
+		}
+		storage, err = sc.CertMagicStorage()
+		if err != nil {
+			return fmt.Errorf("creating storage: %v", err)
+		}
+	} else {
+		storage = ctx.Storage()
+	}
+	prefix := repl.ReplaceKnown(h.StoragePrefix, "")
+	if prefix == "" {
+		prefix = "llm_proxy/" + h.Pool + "/auths"
+	}
+	h.store = auth.NewCaddyStore(storage, prefix)
+	return nil
+}
+
+// Validate checks the config.
+func (h *Handler) Validate() error {
+	if h.MaxRequestBody < 0 {
+		return fmt.Errorf("max_request_body must not be negative")
+	}
+	if h.Retry != nil && h.Retry.MaxAttempts < 0 {
+		return fmt.Errorf("retry.max_attempts must not be negative")
+	}
+	return nil
+}
+
+// ServeHTTP serves a request; it never calls next.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	return h.proxy.ServeHTTP(w, r)
+}
+
+// Cleanup releases the pool; its state lives on while another config uses
+// the same pool name. Requests still being served by this config keep
+// working: only background work stops.
+func (h *Handler) Cleanup() error {
+	h.cleaned.Do(func() {
+		if h.stopRescan != nil {
+			h.stopRescan()
+		}
+		unregisterLive(h)
+		if h.pool != nil {
+			pool.Release(h.Pool)
+		}
+		if h.registry != nil {
+			configPoolsMu.Lock()
+			delete(configPools, h.registry)
+			configPoolsMu.Unlock()
+		}
+		if h.transports != nil {
+			h.transports.close()
+		}
+	})
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

@@ -1,0 +1,165 @@
+package pool
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddy-llm-proxy/llmproxy/auth"
+	"github.com/caddy-llm-proxy/llmproxy/failure"
+)
+
+// Credential is one upstream credential of a pool together with the runtime
+// state that must outlive config reloads and record updates: cooldown
+// deadlines, the 429 backoff ladder and counters. The record itself is
+// swapped atomically when storage or the config changes it.
+type Credential struct {
+	id     string
+	record atomic.Pointer[auth.Auth]
+
+	// coolMax is the latest cooldown deadline of any scope in unix nanos;
+	// when now is past it the credential is available for every model and
+	// the mutex is never touched (the common case).
+	coolMax atomic.Int64
+
+	mu     sync.Mutex
+	all    time.Time             // cooldown for every model
+	models map[string]*modelCool // per-model cooldowns and 429 ladders
+
+	successes atomic.Uint64
+	failures  atomic.Uint64
+}
+
+type modelCool struct {
+	until  time.Time
+	reason string
+	streak int // consecutive 429s without a hint
+}
+
+func newCredential(a *auth.Auth) *Credential {
+	c := &Credential{id: a.ID}
+	c.record.Store(a)
+	return c
+}
+
+// ID returns the credential's ID.
+func (c *Credential) ID() string { return c.id }
+
+// Auth returns the current record. Callers must not modify it.
+func (c *Credential) Auth() *auth.Auth { return c.record.Load() }
+
+// Available reports whether the credential may serve model at now: it is
+// not disabled and not cooling down for that model or for all models.
+func (c *Credential) Available(model string, now time.Time) bool {
+	if c.record.Load().Disabled {
+		return false
+	}
+	if now.UnixNano() >= c.coolMax.Load() {
+		return true
+	}
+	return !c.CoolingUntil(model, now).After(now)
+}
+
+// CoolingUntil returns when the credential becomes available for model
+// again; a time not after now means it is available.
+func (c *Credential) CoolingUntil(model string, now time.Time) time.Time {
+	if now.UnixNano() >= c.coolMax.Load() {
+		return time.Time{}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	until := c.all
+	if m := c.models[model]; m != nil && m.until.After(until) {
+		until = m.until
+	}
+	return until
+}
+
+// Cooldown is one active cooldown, as reported by the admin API.
+type Cooldown struct {
+	Model  string    `json:"model"` // "*" for all models
+	Until  time.Time `json:"until"`
+	Reason string    `json:"reason,omitempty"`
+}
+
+// Cooldowns lists the cooldowns still active at now.
+func (c *Credential) Cooldowns(now time.Time) []Cooldown {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []Cooldown
+	if c.all.After(now) {
+		out = append(out, Cooldown{Model: "*", Until: c.all})
+	}
+	for model, m := range c.models {
+		if m.until.After(now) {
+			out = append(out, Cooldown{Model: model, Until: m.until, Reason: m.reason})
+		}
+	}
+	return out
+}
+
+// Counts returns the credential's success and failure counts.
+func (c *Credential) Counts() (successes, failures uint64) {
+	return c.successes.Load(), c.failures.Load()
+}
+
+// RecordFailure applies a failover verdict: it cools the credential for the
+// verdict's scope until the verdict's deadline or, for a 429 without a reset
+// hint, for the next step of the backoff ladder. It returns the deadline set.
+func (c *Credential) RecordFailure(model string, v failure.Verdict, p failure.Policy, now time.Time) time.Time {
+	c.failures.Add(1)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	until := v.Until
+	if v.Scope == failure.ScopeAll {
+		if until.IsZero() {
+			until = now.Add(p.ServerError)
+		}
+		if until.After(c.all) {
+			c.all = until
+		}
+	} else {
+		if c.models == nil {
+			c.models = make(map[string]*modelCool)
+		}
+		m := c.models[model]
+		if m == nil {
+			m = &modelCool{}
+			c.models[model] = m
+		}
+		if until.IsZero() {
+			m.streak++
+			until = now.Add(p.Backoff(m.streak))
+		}
+		if until.After(m.until) {
+			m.until = until
+		}
+		m.reason = v.Reason
+	}
+	if n := until.UnixNano(); n > c.coolMax.Load() {
+		c.coolMax.Store(n)
+	}
+	return until
+}
+
+// RecordSuccess counts a success and resets the 429 backoff ladder of model.
+func (c *Credential) RecordSuccess(model string) {
+	c.successes.Add(1)
+	if c.coolMax.Load() == 0 {
+		return
+	}
+	c.mu.Lock()
+	if m := c.models[model]; m != nil {
+		m.streak = 0
+	}
+	c.mu.Unlock()
+}
+
+// Reset clears every cooldown and backoff ladder.
+func (c *Credential) Reset() {
+	c.mu.Lock()
+	c.all = time.Time{}
+	c.models = nil
+	c.coolMax.Store(0)
+	c.mu.Unlock()
+}

@@ -1,0 +1,336 @@
+// Package pool owns the runtime state of each named credential pool: the
+// credentials with their cooldowns and counters, the strategies' cursors and
+// the session bindings. A pool lives in a process-wide caddy.UsagePool keyed
+// by its name, so everything in it survives config reloads for as long as
+// some loaded config uses the pool.
+package pool
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-llm-proxy/llmproxy/apifamily"
+	"github.com/caddy-llm-proxy/llmproxy/auth"
+	"github.com/caddy-llm-proxy/llmproxy/selector"
+	"github.com/caddy-llm-proxy/llmproxy/session"
+)
+
+// pools holds every pool in use by any loaded config, keyed by name.
+var pools = caddy.NewUsagePool()
+
+// Pool is the state of one named pool shared by every config that uses the
+// name. It holds no config, logger or storage handle: those belong to the
+// handler of each config, which pushes its settings in on Provision.
+type Pool struct {
+	name string
+
+	// Sessions binds conversations to credentials.
+	Sessions *session.Cache
+	// Strategy is the strategies' memory (round-robin cursors, WRR weights).
+	Strategy *selector.State
+
+	mu      sync.RWMutex
+	creds   map[string]*Credential
+	inline  map[string]bool
+	stored  map[string]bool
+	version uint64
+	sets    map[setKey]*Eligible
+}
+
+type setKey struct {
+	family apifamily.Family
+	model  string
+}
+
+// Eligible is the credentials that may serve one API family and model,
+// in the order of the selector.Set built over them.
+type Eligible struct {
+	Set   *selector.Set
+	Creds []*Credential
+}
+
+// Destruct stops the pool's background work when the last config using it
+// is cleaned up.
+func (p *Pool) Destruct() error {
+	p.Sessions.Stop()
+	return nil
+}
+
+// Acquire returns the pool named name, creating it when no loaded config uses
+// it yet. Every Acquire must be paired with a Release.
+func Acquire(name string) *Pool {
+	v, _, _ := pools.LoadOrNew(name, func() (caddy.Destructor, error) {
+		p := &Pool{
+			name:     name,
+			Sessions: session.NewCache(session.Options{}),
+			Strategy: selector.NewState(),
+			creds:    make(map[string]*Credential),
+			inline:   make(map[string]bool),
+			stored:   make(map[string]bool),
+			sets:     make(map[setKey]*Eligible),
+		}
+		p.Sessions.Start(time.Minute)
+		return p, nil
+	})
+	return v.(*Pool)
+}
+
+// Release drops one use of the pool named name.
+func Release(name string) {
+	_, _ = pools.Delete(name)
+}
+
+// Lookup returns the pool named name if a loaded config uses it.
+func Lookup(name string) (*Pool, bool) {
+	var found *Pool
+	pools.Range(func(key, value any) bool {
+		if key.(string) == name {
+			found = value.(*Pool)
+			return false
+		}
+		return true
+	})
+	return found, found != nil
+}
+
+// Names lists the pools in use, sorted.
+func Names() []string {
+	var names []string
+	pools.Range(func(key, _ any) bool {
+		names = append(names, key.(string))
+		return true
+	})
+	sort.Strings(names)
+	return names
+}
+
+// Name returns the pool's name.
+func (p *Pool) Name() string { return p.name }
+
+// SetInline replaces the pool's inline credentials (from the newest config).
+// An inline ID that is also stored is an error.
+func (p *Pool) SetInline(auths []*auth.Auth) error {
+	p.mu.Lock()
+	ids := make(map[string]bool, len(auths))
+	for _, a := range auths {
+		if p.stored[a.ID] {
+			p.mu.Unlock()
+			return fmt.Errorf("auth %q is declared inline and also exists in storage; remove one of them", a.ID)
+		}
+		ids[a.ID] = true
+	}
+	changed := p.replace(auths, ids, p.inline)
+	p.inline = ids
+	p.mu.Unlock()
+	if changed {
+		p.dropStaleBindings()
+	}
+	return nil
+}
+
+// SetStored replaces the pool's stored credentials with the ones just listed
+// from storage. Records whose ID is declared inline are skipped and
+// returned, so the caller can warn about them.
+func (p *Pool) SetStored(auths []*auth.Auth) (conflicts []string) {
+	p.mu.Lock()
+	ids := make(map[string]bool, len(auths))
+	kept := auths[:0:0]
+	for _, a := range auths {
+		if p.inline[a.ID] {
+			conflicts = append(conflicts, a.ID)
+			continue
+		}
+		ids[a.ID] = true
+		kept = append(kept, a)
+	}
+	changed := p.replace(kept, ids, p.stored)
+	p.stored = ids
+	p.mu.Unlock()
+	if changed {
+		p.dropStaleBindings()
+	}
+	return conflicts
+}
+
+// PutStored adds or replaces one stored credential (after an admin write).
+func (p *Pool) PutStored(a *auth.Auth) {
+	p.mu.Lock()
+	p.stored[a.ID] = true
+	p.upsert(a)
+	p.changed()
+	p.mu.Unlock()
+	p.dropStaleBindings()
+}
+
+// RemoveStored removes one stored credential and drops its bindings.
+func (p *Pool) RemoveStored(id string) bool {
+	p.mu.Lock()
+	if !p.stored[id] {
+		p.mu.Unlock()
+		return false
+	}
+	delete(p.stored, id)
+	delete(p.creds, id)
+	p.changed()
+	p.mu.Unlock()
+	p.Sessions.InvalidateAuth(id)
+	return true
+}
+
+// IsInline reports whether the credential id was declared in the config.
+func (p *Pool) IsInline(id string) bool {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.inline[id]
+}
+
+// replace installs auths as the members of one source (inline or stored),
+// removing the old members of that source that are gone. It reports whether
+// selection changed. Must hold p.mu.
+func (p *Pool) replace(auths []*auth.Auth, ids, old map[string]bool) bool {
+	removed := false
+	for id := range old {
+		if !ids[id] {
+			delete(p.creds, id)
+			removed = true
+		}
+	}
+	changed := removed
+	for _, a := range auths {
+		if p.upsert(a) {
+			changed = true
+		}
+	}
+	if changed {
+		p.changed()
+	}
+	return changed
+}
+
+// dropStaleBindings drops session bindings to credentials that left the
+// pool or are disabled. Must not hold p.mu.
+func (p *Pool) dropStaleBindings() {
+	p.Sessions.Retain(func(id string) bool {
+		c, ok := p.Get(id)
+		return ok && !c.Auth().Disabled
+	})
+}
+
+// upsert adds a credential or swaps the record of an existing one, keeping
+// its cooldowns and counters. It reports whether anything changed.
+func (p *Pool) upsert(a *auth.Auth) bool {
+	if c, ok := p.creds[a.ID]; ok {
+		old := c.record.Load()
+		c.record.Store(a)
+		return !sameSelection(old, a)
+	}
+	p.creds[a.ID] = newCredential(a)
+	return true
+}
+
+// sameSelection reports whether two records of one credential select alike.
+func sameSelection(a, b *auth.Auth) bool {
+	if a.Provider != b.Provider || a.Priority != b.Priority || a.EffectiveWeight() != b.EffectiveWeight() ||
+		a.Disabled != b.Disabled || len(a.Models) != len(b.Models) {
+		return false
+	}
+	for i := range a.Models {
+		if a.Models[i] != b.Models[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// changed invalidates the eligible sets. Must hold p.mu.
+func (p *Pool) changed() {
+	p.version++
+	clear(p.sets)
+}
+
+// Get returns the credential id.
+func (p *Pool) Get(id string) (*Credential, bool) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	c, ok := p.creds[id]
+	return c, ok
+}
+
+// Credentials returns every credential of the pool, sorted by ID.
+func (p *Pool) Credentials() []*Credential {
+	p.mu.RLock()
+	out := make([]*Credential, 0, len(p.creds))
+	for _, c := range p.creds {
+		out = append(out, c)
+	}
+	p.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].id < out[j].id })
+	return out
+}
+
+// Eligible returns the enabled credentials that serve family and model.
+// An empty model (e.g. GET /v1/models) matches every credential of the
+// family. The result is cached until the credential set changes.
+func (p *Pool) Eligible(family apifamily.Family, model string) *Eligible {
+	k := setKey{family, model}
+	p.mu.RLock()
+	e := p.sets[k]
+	p.mu.RUnlock()
+	if e != nil {
+		return e
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if e = p.sets[k]; e != nil {
+		return e
+	}
+	var cands []selector.Candidate
+	byID := make(map[string]*Credential)
+	for _, c := range p.creds {
+		a := c.Auth()
+		if a.Disabled || !family.Serves(a.Provider) || (model != "" && !a.ServesModel(model)) {
+			continue
+		}
+		cands = append(cands, selector.Candidate{ID: c.id, Priority: a.Priority, Weight: a.EffectiveWeight()})
+		byID[c.id] = c
+	}
+	set := selector.NewSet(family.String()+"|"+model, cands)
+	e = &Eligible{Set: set, Creds: make([]*Credential, set.Len())}
+	for i := range e.Creds {
+		e.Creds[i] = byID[set.At(i).ID]
+	}
+	if len(p.sets) > 4096 {
+		// Models come from clients; bound the cache.
+		clear(p.sets)
+	}
+	p.sets[k] = e
+	return e
+}
+
+// Availability counts the pool's credentials that are enabled and those of
+// them not cooling for any model at now.
+func (p *Pool) Availability(now time.Time) (total, enabled, available int) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	for _, c := range p.creds {
+		total++
+		if c.Auth().Disabled {
+			continue
+		}
+		enabled++
+		if now.UnixNano() >= c.coolMax.Load() {
+			available++
+		} else {
+			c.mu.Lock()
+			if !c.all.After(now) {
+				available++
+			}
+			c.mu.Unlock()
+		}
+	}
+	return total, enabled, available
+}
