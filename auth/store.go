@@ -1,0 +1,295 @@
+package auth
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"reflect"
+	"sort"
+	"strings"
+
+	"github.com/caddyserver/certmagic"
+)
+
+// Store keeps credential records.
+type Store interface {
+	// List returns every record that parses, sorted by ID. Records that
+	// fail to parse are skipped and returned in bad. err is set only when
+	// the records could not be listed or read; the caller should then keep
+	// what it had.
+	List(ctx context.Context) (auths []*Auth, bad []LoadError, err error)
+
+	// Save writes a validated record, atomically and under the storage
+	// lock of its key. When the stored JSON document is equal to the new
+	// one the write is skipped and changed is false.
+	Save(ctx context.Context, a *Auth) (changed bool, err error)
+
+	// Delete removes the record id. Deleting a missing record is not an
+	// error.
+	Delete(ctx context.Context, id string) error
+}
+
+// LoadError is a stored record that could not be loaded.
+type LoadError struct {
+	Key string // storage key of the record
+	Err error
+}
+
+func (e LoadError) Error() string { return fmt.Sprintf("loading %s: %v", e.Key, e.Err) }
+
+func (e LoadError) Unwrap() error { return e.Err }
+
+// recordSuffix ends the key of every record.
+const recordSuffix = ".json"
+
+// maxIDLen is the longest record ID accepted.
+const maxIDLen = 200
+
+// CaddyStore is a Store over a Caddy (certmagic) storage: one JSON document
+// per record at <Prefix>/<id>.json.
+//
+// Writes go through Storage.Store under Storage.Lock on the record's key.
+// Caddy's default file storage writes a temporary file in the same directory
+// and renames it over the record, so readers never see a partial record;
+// other storage modules give their own guarantees.
+type CaddyStore struct {
+	// Storage holds the records.
+	Storage certmagic.Storage
+	// Prefix is the storage key the records live under, without leading or
+	// trailing slashes, e.g. "llm_proxy/default/auths". It must not be
+	// empty.
+	Prefix string
+}
+
+// NewCaddyStore returns a store of the records under prefix in s. Leading
+// and trailing slashes of prefix are ignored.
+func NewCaddyStore(s certmagic.Storage, prefix string) *CaddyStore {
+	return &CaddyStore{Storage: s, Prefix: strings.Trim(prefix, "/")}
+}
+
+// Key returns the storage key of the record id.
+func (s *CaddyStore) Key(id string) string {
+	return s.prefix() + "/" + id + recordSuffix
+}
+
+func (s *CaddyStore) prefix() string { return strings.Trim(s.Prefix, "/") }
+
+func (s *CaddyStore) check() error {
+	if s.Storage == nil {
+		return errors.New("auth store has no storage")
+	}
+	if s.prefix() == "" {
+		return errors.New("auth store has no storage prefix")
+	}
+	return nil
+}
+
+// listAttempts bounds how often List re-lists a prefix that exists but
+// whose listing failed with "not exist", which a file storage reports when
+// a file disappears during the walk (the temporary file of a concurrent
+// write, a record being deleted).
+const listAttempts = 5
+
+// List implements Store. A missing prefix is an empty store. Keys not
+// ending in ".json" (lock files, temporary files, notes) are ignored, and a
+// record deleted between listing and loading is left out.
+func (s *CaddyStore) List(ctx context.Context) ([]*Auth, []LoadError, error) {
+	if err := s.check(); err != nil {
+		return nil, nil, err
+	}
+	prefix := s.prefix()
+	var keys []string
+	for attempt := 1; ; attempt++ {
+		var err error
+		keys, err = s.Storage.List(ctx, prefix, true)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return nil, nil, fmt.Errorf("listing %s: %w", prefix, err)
+		}
+		if !s.Storage.Exists(ctx, prefix) {
+			return nil, nil, nil
+		}
+		if attempt == listAttempts {
+			return nil, nil, fmt.Errorf("listing %s: %w", prefix, err)
+		}
+	}
+
+	var auths []*Auth
+	var bad []LoadError
+	seen := make(map[string]bool, len(keys))
+	for _, key := range keys {
+		id, ok := s.idOf(key)
+		if !ok || seen[id] {
+			continue
+		}
+		seen[id] = true
+		if err := ValidateID(id); err != nil {
+			bad = append(bad, LoadError{Key: key, Err: err})
+			continue
+		}
+		data, err := s.Storage.Load(ctx, key)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("loading %s: %w", key, err)
+		}
+		a, err := Parse(id, data)
+		if err != nil {
+			bad = append(bad, LoadError{Key: key, Err: err})
+			continue
+		}
+		auths = append(auths, a)
+	}
+	sort.Slice(auths, func(i, j int) bool { return auths[i].ID < auths[j].ID })
+	return auths, bad, nil
+}
+
+// idOf returns the record ID of a listed key, false if the key is not a
+// record of this store.
+func (s *CaddyStore) idOf(key string) (string, bool) {
+	rest, ok := strings.CutPrefix(strings.Trim(key, "/"), s.prefix()+"/")
+	if !ok {
+		return "", false
+	}
+	id, ok := strings.CutSuffix(rest, recordSuffix)
+	return id, ok && id != ""
+}
+
+// Save implements Store. Inline credentials are refused. The record is
+// written indented, and when it was decoded from storage its unknown
+// fields are written back. changed reports whether the record was written,
+// also when err reports that the lock could not be released afterwards.
+func (s *CaddyStore) Save(ctx context.Context, a *Auth) (changed bool, err error) {
+	if err := s.check(); err != nil {
+		return false, err
+	}
+	if a.Inline {
+		return false, fmt.Errorf("auth %q is inline: inline credentials are never written to storage", a.ID)
+	}
+	if err := a.Validate(); err != nil {
+		return false, err
+	}
+	doc, err := a.MarshalJSON()
+	if err != nil {
+		return false, fmt.Errorf("auth %q: %w", a.ID, err)
+	}
+	var data bytes.Buffer
+	if err := json.Indent(&data, doc, "", "  "); err != nil {
+		return false, fmt.Errorf("auth %q: %w", a.ID, err)
+	}
+	data.WriteByte('\n')
+
+	key := s.Key(a.ID)
+	err = s.locked(ctx, key, func() error {
+		old, err := s.Storage.Load(ctx, key)
+		switch {
+		case err == nil && sameDocument(old, doc):
+			return nil
+		case err != nil && !errors.Is(err, fs.ErrNotExist):
+			return fmt.Errorf("loading %s: %w", key, err)
+		}
+		if err := s.Storage.Store(ctx, key, data.Bytes()); err != nil {
+			return fmt.Errorf("storing %s: %w", key, err)
+		}
+		changed = true
+		return nil
+	})
+	return changed, err
+}
+
+// Delete implements Store.
+func (s *CaddyStore) Delete(ctx context.Context, id string) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	if err := ValidateID(id); err != nil {
+		return err
+	}
+	key := s.Key(id)
+	return s.locked(ctx, key, func() error {
+		err := s.Storage.Delete(ctx, key)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("deleting %s: %w", key, err)
+		}
+		return nil
+	})
+}
+
+// locked runs fn holding the storage lock named key. The lock is released
+// even when ctx is cancelled.
+func (s *CaddyStore) locked(ctx context.Context, key string, fn func() error) error {
+	if err := s.Storage.Lock(ctx, key); err != nil {
+		return fmt.Errorf("locking %s: %w", key, err)
+	}
+	err := fn()
+	if uerr := s.Storage.Unlock(context.WithoutCancel(ctx), key); uerr != nil {
+		err = errors.Join(err, fmt.Errorf("unlocking %s: %w", key, uerr))
+	}
+	return err
+}
+
+// sameDocument reports whether a and b hold equal JSON values. Numbers are
+// compared as written.
+func sameDocument(a, b []byte) bool {
+	va, err := decodeDocument(a)
+	if err != nil {
+		return false
+	}
+	vb, err := decodeDocument(b)
+	if err != nil {
+		return false
+	}
+	return reflect.DeepEqual(va, vb)
+}
+
+func decodeDocument(data []byte) (any, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	if dec.More() {
+		return nil, errors.New("data after the JSON value")
+	}
+	return v, nil
+}
+
+// ValidateID checks a credential ID: 1 to 200 characters from A-Z, a-z,
+// 0-9 and "._@+-/", where "/" separates non-empty path segments other
+// than "." and "..".
+func ValidateID(id string) error {
+	if id == "" {
+		return errors.New("empty credential ID")
+	}
+	if len(id) > maxIDLen {
+		return fmt.Errorf("credential ID longer than %d characters", maxIDLen)
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("._@+-/", c) >= 0:
+		default:
+			return fmt.Errorf("credential ID %q: character %q not allowed (allowed: A-Z a-z 0-9 . _ @ + - /)", id, c)
+		}
+	}
+	for seg := range strings.SplitSeq(id, "/") {
+		switch seg {
+		case "":
+			return fmt.Errorf("credential ID %q: empty path segment (leading, trailing or double \"/\")", id)
+		case ".", "..":
+			return fmt.Errorf("credential ID %q: path segment %q not allowed", id, seg)
+		}
+	}
+	if strings.Contains(id, "..") {
+		return fmt.Errorf("credential ID %q: \"..\" not allowed", id)
+	}
+	return nil
+}

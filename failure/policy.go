@@ -1,0 +1,106 @@
+package failure
+
+import (
+	"errors"
+	"time"
+)
+
+// Default cooldown durations, used for every [Policy] field left at zero.
+const (
+	DefaultRateLimit     = time.Second
+	DefaultRateLimitMax  = 30 * time.Minute
+	DefaultAuthFailure   = 30 * time.Minute
+	DefaultModelNotFound = 12 * time.Hour
+	DefaultServerError   = 60 * time.Second
+)
+
+// Policy holds the cooldown durations (the `cooldown` config block).
+//
+// A zero or negative field means "use the default"; see [Policy.WithDefaults].
+type Policy struct {
+	// RateLimit is the first backoff step for a 429 that carries no reset
+	// hint. The cooldown doubles for each consecutive 429 up to RateLimitMax.
+	// Default 1s.
+	RateLimit time.Duration
+	// RateLimitMax caps the 429 backoff ladder. Default 30m.
+	RateLimitMax time.Duration
+	// AuthFailure is how long a credential is cooled, for all models, after a
+	// 401, 402 or 403. Default 30m.
+	AuthFailure time.Duration
+	// ModelNotFound is how long a model is cooled on a credential after a 404
+	// saying that the model does not exist. Default 12h.
+	ModelNotFound time.Duration
+	// ServerError is how long a credential is cooled after a 408, 5xx or 529
+	// response, or a refused or timed-out connection. Default 60s.
+	ServerError time.Duration
+}
+
+// WithDefaults returns a copy of p in which every zero or negative duration
+// is replaced by its default (1s, 30m, 30m, 12h, 60s). If RateLimitMax ends up
+// below RateLimit it is raised to RateLimit, so the ladder never shrinks.
+func (p Policy) WithDefaults() Policy {
+	if p.RateLimit <= 0 {
+		p.RateLimit = DefaultRateLimit
+	}
+	if p.RateLimitMax <= 0 {
+		p.RateLimitMax = DefaultRateLimitMax
+	}
+	if p.RateLimitMax < p.RateLimit {
+		p.RateLimitMax = p.RateLimit
+	}
+	if p.AuthFailure <= 0 {
+		p.AuthFailure = DefaultAuthFailure
+	}
+	if p.ModelNotFound <= 0 {
+		p.ModelNotFound = DefaultModelNotFound
+	}
+	if p.ServerError <= 0 {
+		p.ServerError = DefaultServerError
+	}
+	return p
+}
+
+// Validate reports configuration mistakes in p: negative durations, and a
+// RateLimitMax set below an explicitly set RateLimit. Zero durations are
+// valid and mean "use the default".
+func (p Policy) Validate() error {
+	fields := []struct {
+		name string
+		d    time.Duration
+	}{
+		{"rate_limit", p.RateLimit},
+		{"rate_limit_max", p.RateLimitMax},
+		{"auth_failure", p.AuthFailure},
+		{"model_not_found", p.ModelNotFound},
+		{"server_error", p.ServerError},
+	}
+	var errs []error
+	for _, f := range fields {
+		if f.d < 0 {
+			errs = append(errs, errors.New("cooldown "+f.name+" must not be negative, got "+f.d.String()))
+		}
+	}
+	if p.RateLimit > 0 && p.RateLimitMax > 0 && p.RateLimitMax < p.RateLimit {
+		errs = append(errs, errors.New("cooldown rate_limit_max ("+p.RateLimitMax.String()+
+			") must not be below rate_limit ("+p.RateLimit.String()+")"))
+	}
+	return errors.Join(errs...)
+}
+
+// Backoff returns the cooldown for the n-th consecutive 429 without a reset
+// hint (n starts at 1): RateLimit * 2^(n-1), capped at RateLimitMax. Values
+// of n below 1 are treated as 1. The computation cannot overflow, however
+// large n is. Zero fields of p take their defaults.
+func (p Policy) Backoff(n int) time.Duration {
+	p = p.WithDefaults()
+	d := p.RateLimit
+	for i := 1; i < n; i++ {
+		// d <= RateLimitMax holds on every pass: doubling happens only when
+		// the result stays within the cap, so it can never overflow.
+		if d > p.RateLimitMax/2 {
+			return p.RateLimitMax
+		}
+		d *= 2
+	}
+	return min(d, p.RateLimitMax)
+}

@@ -1,0 +1,557 @@
+// Package mockllm is a fast, realistic mock of the LLM provider APIs that
+// llm_proxy fronts: Anthropic Messages, OpenAI Chat Completions, Completions,
+// Embeddings, Models and Responses (also under the Codex base path
+// /backend-api/codex), and Gemini generateContent / streamGenerateContent /
+// countTokens.
+//
+// A Server is an http.Handler. It answers in each provider's wire format,
+// streaming (SSE) or not, identifies the credential a request carries, records
+// requests for tests, injects faults per credential, simulates a
+// per-credential prompt cache (reported in each provider's usage fields), and
+// notices clients that leave mid-stream. Control endpoints live under /_mock/.
+package mockllm
+
+import (
+	"bytes"
+	"context"
+	"hash/maphash"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Default option values.
+const (
+	// DefaultDeltas is the number of text deltas in a streamed reply.
+	DefaultDeltas = 5
+	// DefaultMaxRecorded is the number of requests kept for Requests.
+	DefaultMaxRecorded = 1000
+	// DefaultCacheEntries bounds the prompt-prefix hashes remembered per credential.
+	DefaultCacheEntries = 1 << 20
+	// MaxBodyBytes is the largest request body the mock accepts.
+	MaxBodyBytes = 64 << 20
+)
+
+// Options configures a Server. The zero value is usable.
+type Options struct {
+	// Keys, when non-empty, is the set of accepted credentials (key → label).
+	// Requests carrying any other key get 401. When empty, every key is
+	// accepted and labelled with itself.
+	Keys map[string]string
+	// StreamDelay is the pause between two SSE events (default 0).
+	StreamDelay time.Duration
+	// Deltas is the number of text deltas in a streamed reply (default 5).
+	Deltas int
+	// MaxRecorded is the number of requests kept for Requests (default 1000);
+	// a negative value disables recording.
+	MaxRecorded int
+	// CacheEntries bounds the prompt-prefix hashes remembered per credential
+	// (default 1<<20); the oldest entries are evicted first.
+	CacheEntries int
+}
+
+// Request is one request recorded by the Server.
+type Request struct {
+	Time     time.Time   `json:"time"`
+	Method   string      `json:"method"`
+	Path     string      `json:"path"`
+	RawQuery string      `json:"raw_query"`
+	Header   http.Header `json:"header"`
+	Body     string      `json:"body"`
+	// Key is the credential the request carried ("" if none).
+	Key string `json:"key"`
+	// Credential is the key's label (the key itself when it has no label).
+	Credential string `json:"credential"`
+	// Fault reports that an injected fault was applied to this request.
+	Fault bool `json:"fault"`
+	// Cancelled reports that the client went away before the response was
+	// complete (during a stream or a fault delay).
+	Cancelled bool `json:"cancelled"`
+}
+
+// CredentialStats are the counters kept per credential label.
+type CredentialStats struct {
+	// Requests counts every request that carried the credential.
+	Requests int64 `json:"requests"`
+	// Faults counts requests an injected fault was applied to.
+	Faults int64 `json:"faults"`
+	// EligibleTurns counts generation requests with more than one
+	// conversation message (a previous turn could have been cached).
+	EligibleTurns int64 `json:"eligible_turns"`
+	// CacheHitTurns counts eligible turns with a cached prefix.
+	CacheHitTurns int64 `json:"cache_hit_turns"`
+	// InputTokens is the total prompt tokens (cached or not).
+	InputTokens int64 `json:"input_tokens"`
+	// CacheReadTokens is the prompt tokens served from the simulated cache.
+	CacheReadTokens int64 `json:"cache_read_tokens"`
+	// CacheCreationTokens is the prompt tokens written to the simulated cache.
+	CacheCreationTokens int64 `json:"cache_creation_tokens"`
+	// OutputTokens is the total reply tokens.
+	OutputTokens int64 `json:"output_tokens"`
+	// Cancelled counts responses the client abandoned before completion.
+	Cancelled int64 `json:"cancelled"`
+	// CacheHitRate is CacheHitTurns / EligibleTurns (0 without eligible turns).
+	CacheHitRate float64 `json:"cache_hit_rate"`
+}
+
+// credState is the live, concurrently updated state of one credential label.
+type credState struct {
+	requests, faults, eligible, hits      atomic.Int64
+	input, cacheRead, cacheCreate, output atomic.Int64
+	cancelled                             atomic.Int64
+	cache                                 promptCache
+}
+
+func (c *credState) snapshot() CredentialStats {
+	st := CredentialStats{
+		Requests:            c.requests.Load(),
+		Faults:              c.faults.Load(),
+		EligibleTurns:       c.eligible.Load(),
+		CacheHitTurns:       c.hits.Load(),
+		InputTokens:         c.input.Load(),
+		CacheReadTokens:     c.cacheRead.Load(),
+		CacheCreationTokens: c.cacheCreate.Load(),
+		OutputTokens:        c.output.Load(),
+		Cancelled:           c.cancelled.Load(),
+	}
+	if st.EligibleTurns > 0 {
+		st.CacheHitRate = float64(st.CacheHitTurns) / float64(st.EligibleTurns)
+	}
+	return st
+}
+
+// Server is the mock upstream. Create it with New; it is safe for
+// concurrent use.
+type Server struct {
+	keys         map[string]string
+	delay        time.Duration
+	deltas       int
+	maxRecorded  int
+	cacheEntries int
+	seed         maphash.Seed
+
+	recMu   sync.Mutex
+	recBuf  []*Request
+	recNext int
+
+	credMu sync.RWMutex
+	creds  map[string]*credState
+
+	faultMu    sync.RWMutex
+	faults     map[string]*faultEntry
+	faultCount atomic.Int32
+
+	replies   sync.Map // model → *reply
+	replyN    atomic.Int32
+	createdAt int64
+}
+
+// New returns a Server configured by opts.
+func New(opts Options) *Server {
+	s := &Server{
+		keys:         make(map[string]string, len(opts.Keys)),
+		delay:        opts.StreamDelay,
+		deltas:       opts.Deltas,
+		maxRecorded:  opts.MaxRecorded,
+		cacheEntries: opts.CacheEntries,
+		seed:         maphash.MakeSeed(),
+		creds:        make(map[string]*credState),
+		faults:       make(map[string]*faultEntry),
+		createdAt:    time.Now().Unix(),
+	}
+	for k, v := range opts.Keys {
+		if v == "" {
+			v = k
+		}
+		s.keys[k] = v
+	}
+	if s.deltas <= 0 {
+		s.deltas = DefaultDeltas
+	}
+	if s.maxRecorded == 0 {
+		s.maxRecorded = DefaultMaxRecorded
+	}
+	if s.cacheEntries <= 0 {
+		s.cacheEntries = DefaultCacheEntries
+	}
+	if s.delay < 0 {
+		s.delay = 0
+	}
+	return s
+}
+
+// Requests returns the recorded requests, oldest first.
+func (s *Server) Requests() []Request {
+	s.recMu.Lock()
+	defer s.recMu.Unlock()
+	out := make([]Request, 0, len(s.recBuf))
+	n := len(s.recBuf)
+	start := 0
+	if n == s.maxRecorded {
+		start = s.recNext
+	}
+	for i := range n {
+		r := *s.recBuf[(start+i)%n]
+		r.Header = r.Header.Clone()
+		out = append(out, r)
+	}
+	return out
+}
+
+// Reset forgets the recorded requests, the per-credential stats and the
+// simulated prompt caches. Faults are kept (see ClearFaults).
+func (s *Server) Reset() {
+	s.recMu.Lock()
+	s.recBuf = nil
+	s.recNext = 0
+	s.recMu.Unlock()
+	s.credMu.Lock()
+	s.creds = make(map[string]*credState)
+	s.credMu.Unlock()
+}
+
+// Stats returns a snapshot of the per-credential counters, by label.
+func (s *Server) Stats() map[string]CredentialStats {
+	s.credMu.RLock()
+	defer s.credMu.RUnlock()
+	out := make(map[string]CredentialStats, len(s.creds))
+	for label, c := range s.creds {
+		out[label] = c.snapshot()
+	}
+	return out
+}
+
+func (s *Server) cred(label string) *credState {
+	s.credMu.RLock()
+	c := s.creds[label]
+	s.credMu.RUnlock()
+	if c != nil {
+		return c
+	}
+	s.credMu.Lock()
+	defer s.credMu.Unlock()
+	if c = s.creds[label]; c == nil {
+		c = &credState{}
+		s.creds[label] = c
+	}
+	return c
+}
+
+func (s *Server) record(r *http.Request, body, key, label string, fault bool) *Request {
+	if s.maxRecorded < 0 {
+		return nil
+	}
+	rec := &Request{
+		Time:       time.Now(),
+		Method:     r.Method,
+		Path:       r.URL.Path,
+		RawQuery:   r.URL.RawQuery,
+		Header:     r.Header.Clone(),
+		Body:       body,
+		Key:        key,
+		Credential: label,
+		Fault:      fault,
+	}
+	s.recMu.Lock()
+	if len(s.recBuf) < s.maxRecorded {
+		s.recBuf = append(s.recBuf, rec)
+	} else {
+		s.recBuf[s.recNext] = rec
+	}
+	s.recNext = (s.recNext + 1) % s.maxRecorded
+	s.recMu.Unlock()
+	return rec
+}
+
+// endpoint identifies the API operation a request addresses.
+type endpoint uint8
+
+const (
+	epUnknown endpoint = iota
+	epAnthropicMessages
+	epAnthropicCountTokens
+	epChat
+	epCompletions
+	epEmbeddings
+	epModels
+	epModel
+	epResponses
+	epGeminiGenerate
+	epGeminiStream
+	epGeminiCount
+	epGeminiModels
+	epGeminiModel
+)
+
+// family is the API family that decides the error and wire shapes.
+type family uint8
+
+const (
+	famOpenAI family = iota
+	famAnthropic
+	famGemini
+)
+
+// route maps a path to its endpoint, API family and, for path-addressed
+// models (Gemini, OpenAI model retrieval), the model name.
+func route(path string) (endpoint, family, string) {
+	switch path {
+	case "/v1/messages":
+		return epAnthropicMessages, famAnthropic, ""
+	case "/v1/messages/count_tokens":
+		return epAnthropicCountTokens, famAnthropic, ""
+	case "/v1/chat/completions":
+		return epChat, famOpenAI, ""
+	case "/v1/completions":
+		return epCompletions, famOpenAI, ""
+	case "/v1/embeddings":
+		return epEmbeddings, famOpenAI, ""
+	case "/v1/models":
+		return epModels, famOpenAI, ""
+	case "/v1/responses", "/backend-api/codex/responses":
+		return epResponses, famOpenAI, ""
+	case "/v1beta/models":
+		return epGeminiModels, famGemini, ""
+	}
+	var rest string
+	gemini := false
+	switch {
+	case strings.HasPrefix(path, "/v1beta/models/"):
+		rest, gemini = path[len("/v1beta/models/"):], true
+	case strings.HasPrefix(path, "/v1/models/"):
+		rest = path[len("/v1/models/"):]
+	default:
+		if strings.HasPrefix(path, "/v1/messages") {
+			return epUnknown, famAnthropic, ""
+		}
+		return epUnknown, famOpenAI, ""
+	}
+	i := strings.LastIndexByte(rest, ':')
+	if i < 0 {
+		if gemini {
+			return epGeminiModel, famGemini, rest
+		}
+		return epModel, famOpenAI, rest
+	}
+	model := rest[:i]
+	switch rest[i+1:] {
+	case "generateContent":
+		return epGeminiGenerate, famGemini, model
+	case "streamGenerateContent":
+		return epGeminiStream, famGemini, model
+	case "countTokens":
+		return epGeminiCount, famGemini, model
+	}
+	return epUnknown, famGemini, model
+}
+
+// credentialOf returns the credential a request carries: x-api-key,
+// Authorization: Bearer, x-goog-api-key or the key query parameter.
+func credentialOf(r *http.Request) string {
+	h := r.Header
+	if v := h.Get("X-Api-Key"); v != "" {
+		return v
+	}
+	if v := h.Get("Authorization"); len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
+		if t := strings.TrimSpace(v[7:]); t != "" {
+			return t
+		}
+	}
+	if v := h.Get("X-Goog-Api-Key"); v != "" {
+		return v
+	}
+	if r.URL.RawQuery != "" {
+		return r.URL.Query().Get("key")
+	}
+	return ""
+}
+
+// call is the per-request state shared by the endpoint handlers.
+type call struct {
+	s     *Server
+	w     http.ResponseWriter
+	r     *http.Request
+	ctx   context.Context
+	ep    endpoint
+	fam   family
+	model string
+	body  string
+	cred  *credState
+	rec   *Request
+	drop  int // DropAfterEvents of the applied fault
+}
+
+// cancelled records that the client went away before the response was done.
+func (c *call) cancelled() {
+	c.cred.cancelled.Add(1)
+	if c.rec != nil {
+		c.s.recMu.Lock()
+		c.rec.Cancelled = true
+		c.s.recMu.Unlock()
+	}
+}
+
+var bodyPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// readBody reads the whole request body into a string (a single allocation).
+func readBody(r *http.Request) (string, error) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return "", nil
+	}
+	buf := bodyPool.Get().(*bytes.Buffer)
+	buf.Reset()
+	defer func() {
+		if buf.Cap() <= 1<<20 {
+			bodyPool.Put(buf)
+		}
+	}()
+	if n := r.ContentLength; n > 0 && n <= MaxBodyBytes {
+		buf.Grow(int(n) + 1)
+	}
+	_, err := buf.ReadFrom(io.LimitReader(r.Body, MaxBodyBytes+1))
+	if err != nil {
+		return "", err
+	}
+	if buf.Len() > MaxBodyBytes {
+		return "", errBodyTooLarge
+	}
+	return buf.String(), nil
+}
+
+type mockError string
+
+func (e mockError) Error() string { return string(e) }
+
+const errBodyTooLarge = mockError("request body too large")
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	path := r.URL.Path
+	if strings.HasPrefix(path, "/_mock/") {
+		s.serveControl(w, r)
+		return
+	}
+	ep, fam, model := route(path)
+	if (ep == epModels || ep == epModel) && r.Header.Get("Anthropic-Version") != "" {
+		fam = famAnthropic // Anthropic's GET /v1/models shares the path
+	}
+	c := &call{s: s, w: w, r: r, ctx: r.Context(), ep: ep, fam: fam, model: model}
+
+	body, err := readBody(r)
+	key := credentialOf(r)
+	label := key
+	if key != "" {
+		if l, ok := s.keys[key]; ok {
+			label = l
+		}
+		w.Header()["X-Mock-Credential"] = []string{label}
+	}
+	if ep == epUnknown {
+		s.record(r, body, key, label, false)
+		c.writeError(http.StatusNotFound, "Unknown request URL: "+r.Method+" "+path)
+		return
+	}
+	if key == "" {
+		s.record(r, body, key, label, false)
+		c.writeError(http.StatusUnauthorized, missingKeyMessage(fam))
+		return
+	}
+	if len(s.keys) > 0 {
+		if _, ok := s.keys[key]; !ok {
+			c.cred = s.cred(label)
+			c.cred.requests.Add(1)
+			s.record(r, body, key, label, false)
+			c.writeError(http.StatusUnauthorized, invalidKeyMessage(fam))
+			return
+		}
+	}
+	c.cred = s.cred(label)
+	c.cred.requests.Add(1)
+
+	var f Fault
+	faulted := false
+	if s.faultCount.Load() > 0 {
+		f, faulted = s.takeFault(key, label)
+	}
+	c.rec = s.record(r, body, key, label, faulted)
+	if faulted {
+		c.cred.faults.Add(1)
+		if !c.applyFault(&f) {
+			return
+		}
+	}
+	if err != nil {
+		status := http.StatusBadRequest
+		if err == errBodyTooLarge {
+			status = http.StatusRequestEntityTooLarge
+		}
+		c.writeError(status, err.Error())
+		return
+	}
+	c.body = body
+	c.dispatch()
+}
+
+func (c *call) dispatch() {
+	method := c.r.Method
+	get := c.ep == epModels || c.ep == epModel || c.ep == epGeminiModels || c.ep == epGeminiModel
+	allowed := http.MethodPost
+	if get {
+		allowed = http.MethodGet
+	}
+	if method != allowed {
+		c.w.Header()["Allow"] = []string{allowed}
+		c.writeError(http.StatusMethodNotAllowed, "Method "+method+" not allowed")
+		return
+	}
+	if !get && !looksLikeObject(c.body) {
+		c.writeError(http.StatusBadRequest, "request body must be a JSON object")
+		return
+	}
+	switch c.ep {
+	case epAnthropicMessages:
+		c.anthropicMessages()
+	case epAnthropicCountTokens:
+		c.anthropicCountTokens()
+	case epChat:
+		c.chatCompletions()
+	case epCompletions:
+		c.completions()
+	case epEmbeddings:
+		c.embeddings()
+	case epModels:
+		c.listModels()
+	case epModel:
+		c.getModel()
+	case epResponses:
+		c.responses()
+	case epGeminiGenerate:
+		c.geminiGenerate(false)
+	case epGeminiStream:
+		c.geminiGenerate(true)
+	case epGeminiCount:
+		c.geminiCountTokens()
+	case epGeminiModels:
+		c.geminiListModels()
+	case epGeminiModel:
+		c.geminiGetModel()
+	}
+}
+
+// looksLikeObject is a cheap sanity check that body is a JSON object.
+func looksLikeObject(body string) bool {
+	for i := 0; i < len(body); i++ {
+		switch body[i] {
+		case ' ', '\t', '\r', '\n':
+			continue
+		case '{':
+			return true
+		default:
+			return false
+		}
+	}
+	return false
+}

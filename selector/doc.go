@@ -1,0 +1,21 @@
+// Package selector chooses which upstream credential serves a request.
+//
+// A [Set] is the immutable, priority-sorted list of the credentials eligible
+// for one pool and model, built once per credential-set change and shared by
+// concurrent requests. A [Strategy] (round robin, fill first, smooth weighted
+// round robin or weighted rendezvous hashing) picks among the available
+// candidates of the highest priority tier that has any. [Affinity] wraps a
+// Strategy with session bindings so that a conversation keeps using one
+// credential for as long as it stays available, which keeps the provider's
+// prompt cache warm. [State] holds what the strategies remember between
+// requests and across config reloads for one pool.
+//
+// Costs per pick, n being the size of the chosen tier:
+//
+//   - affinity hit: O(1), no allocation;
+//   - round_robin: amortised O(1) while most candidates are available;
+//   - fill_first: O(k), k being the number of unavailable candidates ahead
+//     of the first available one;
+//   - weighted_round_robin: O(n), under a per-Set-key mutex;
+//   - rendezvous: O(n), lock free.
+package selector

@@ -1,0 +1,83 @@
+package selector
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// State holds what strategies remember across requests and config reloads
+// for one pool: a round-robin cursor per Set key and smooth weighted
+// round-robin current weights per Set key, carried over by candidate ID when
+// a Set is rebuilt. Fill first and rendezvous keep nothing. Keep one State
+// per pool for as long as the pool lives, across reloads.
+//
+// A State is safe for concurrent use. The zero value is ready to use.
+type State struct {
+	mu  sync.RWMutex
+	rr  map[string]*atomic.Uint64
+	wrr map[string]*wrrState
+}
+
+// NewState returns an empty State.
+func NewState() *State { return &State{} }
+
+// Forget drops what is remembered for every Set key for which keep returns
+// false, e.g. models or providers no longer configured. A Set whose key was
+// forgotten starts afresh on its next pick. keep is called with the State
+// locked and must not use it.
+func (st *State) Forget(keep func(setKey string) bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for k := range st.rr {
+		if !keep(k) {
+			delete(st.rr, k)
+		}
+	}
+	for k := range st.wrr {
+		if !keep(k) {
+			delete(st.wrr, k)
+		}
+	}
+}
+
+// cursor returns the round-robin cursor of the Set key, creating it on
+// first use. Once created, looking it up does not allocate.
+func (st *State) cursor(key string) *atomic.Uint64 {
+	st.mu.RLock()
+	c := st.rr[key]
+	st.mu.RUnlock()
+	if c != nil {
+		return c
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if c = st.rr[key]; c == nil {
+		if st.rr == nil {
+			st.rr = make(map[string]*atomic.Uint64)
+		}
+		c = new(atomic.Uint64)
+		st.rr[key] = c
+	}
+	return c
+}
+
+// weights returns the smooth weighted round-robin state of the Set key,
+// creating it on first use.
+func (st *State) weights(key string) *wrrState {
+	st.mu.RLock()
+	w := st.wrr[key]
+	st.mu.RUnlock()
+	if w != nil {
+		return w
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if w = st.wrr[key]; w == nil {
+		if st.wrr == nil {
+			st.wrr = make(map[string]*wrrState)
+		}
+		w = new(wrrState)
+		st.wrr[key] = w
+	}
+	return w
+}

@@ -1,0 +1,464 @@
+package session
+
+import (
+	"hash/maphash"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults of Options.
+const (
+	DefaultTTL           = time.Hour
+	DefaultMaxEntries    = 1_000_000
+	DefaultSweepInterval = time.Minute
+)
+
+// maxShards is the shard count of large caches; small caches get fewer
+// shards (see NewCache) so that their LRU order is exact.
+const (
+	maxShards         = 64
+	minEntriesByShard = 1024
+)
+
+// Options configure a Cache. The zero value is usable.
+type Options struct {
+	// TTL is how long a binding lives after its last use; DefaultTTL when 0.
+	TTL time.Duration
+	// MaxEntries bounds the number of bindings; DefaultMaxEntries when 0.
+	// When full, the least recently used binding goes first.
+	MaxEntries int
+	// Now is the clock; time.Now when nil. Tests inject a fake clock.
+	Now func() time.Time
+}
+
+// Cache maps (session, model) to the ID of the credential that serves it,
+// with a sliding TTL and an LRU bound. All methods are safe for concurrent
+// use.
+//
+// Bindings are keyed by a 64-bit hash of session and model (seeded per
+// Cache); the strings themselves are not stored. Two pairs whose hashes
+// collide (odds about n/2^64 per lookup) share one binding, which only means
+// that two conversations are served by the same credential. The credential
+// ID passed to Bind is stored as given, without a copy.
+//
+// The cache is split into up to 64 shards by session, each with its own
+// mutex, map and LRU list; all models of a session live in one shard. The
+// LRU order is kept per shard: when the cache is full, an insert evicts the
+// least recently used binding of its own shard. That is exact for caches of
+// fewer than 2048 entries (one shard) and a close approximation for larger
+// ones, whose shards fill evenly. Concurrent inserts into different shards
+// may overshoot MaxEntries by at most one binding per shard, and later
+// inserts evict back down to the bound.
+type Cache struct {
+	seed      maphash.Seed
+	shards    []shard
+	shift     uint // sessionHash >> shift selects the shard
+	ttl       atomic.Int64
+	count     atomic.Int64 // bindings in all shards
+	max       int64
+	now       func() time.Time
+	base      time.Time
+	newTicker func(time.Duration) (<-chan time.Time, func())
+
+	runMu sync.Mutex
+	stop  chan struct{}
+	done  chan struct{}
+}
+
+// entry is one binding, stored in a shard's slab and linked in LRU order.
+type entry struct {
+	key         uint64 // hash of (session, model)
+	sessionHash uint64 // hash of session, for InvalidateSession
+	auth        string
+	lastUsed    int64 // nanoseconds since Cache.base
+	prev, next  int32 // slab indices; -1 for none. next links the free list too.
+}
+
+// shard is one lock domain of the cache.
+type shard struct {
+	mu    sync.Mutex
+	index map[uint64]int32 // key -> slab index
+	slab  []entry
+	head  int32 // most recently used, -1 when empty
+	tail  int32 // least recently used, -1 when empty
+	free  int32 // first free slab slot, -1 when none
+	count *atomic.Int64
+	_     [64]byte // keep shards' hot fields on separate cache lines
+}
+
+// NewCache returns an empty cache configured by opts.
+func NewCache(opts Options) *Cache {
+	maxEntries := opts.MaxEntries
+	if maxEntries <= 0 {
+		maxEntries = DefaultMaxEntries
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	n, shift := 1, uint(64)
+	for n < maxShards && maxEntries/(2*n) >= minEntriesByShard {
+		n *= 2
+		shift--
+	}
+	c := &Cache{
+		max:    int64(maxEntries),
+		seed:   maphash.MakeSeed(),
+		shards: make([]shard, n),
+		shift:  shift,
+		now:    now,
+		base:   now(),
+		newTicker: func(d time.Duration) (<-chan time.Time, func()) {
+			t := time.NewTicker(d)
+			return t.C, t.Stop
+		},
+	}
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.count = &c.count
+		s.reset()
+	}
+	c.SetTTL(opts.TTL)
+	return c
+}
+
+// SetTTL changes the TTL; DefaultTTL when d <= 0. It applies from then on,
+// to existing bindings too: a binding expires at its last use plus the
+// current TTL.
+func (c *Cache) SetTTL(d time.Duration) {
+	if d <= 0 {
+		d = DefaultTTL
+	}
+	c.ttl.Store(int64(d))
+}
+
+// clock returns the current time in nanoseconds since c.base. Using
+// Time.Sub keeps the monotonic reading of time.Now, so wall-clock jumps do
+// not expire bindings.
+func (c *Cache) clock() int64 { return int64(c.now().Sub(c.base)) }
+
+// hashes returns the session hash and the binding key of (session, model).
+func (c *Cache) hashes(session, model string) (sessionHash, key uint64) {
+	sessionHash = maphash.String(c.seed, session)
+	modelHash := maphash.String(c.seed, model)
+	// For a fixed model, the map from sessionHash to key is a bijection, so
+	// distinct session hashes never collide on one model.
+	return sessionHash, mix64(sessionHash + modelHash*0x9e3779b97f4a7c15)
+}
+
+// mix64 is a 64-bit finaliser with full avalanche (every input bit affects
+// every output bit).
+func mix64(x uint64) uint64 {
+	x ^= x >> 33
+	x *= 0xff51afd7ed558ccd
+	x ^= x >> 33
+	x *= 0xc4ceb9fe1a85ec53
+	x ^= x >> 33
+	return x
+}
+
+func (c *Cache) shardOf(sessionHash uint64) *shard {
+	return &c.shards[sessionHash>>c.shift]
+}
+
+// Get returns the credential bound to (session, model). A hit refreshes the
+// binding's TTL and makes it the most recently used; an expired binding is
+// removed and reported as a miss. Get does not allocate.
+func (c *Cache) Get(session, model string) (authID string, ok bool) {
+	sh, key := c.hashes(session, model)
+	s := c.shardOf(sh)
+	s.mu.Lock()
+	i, found := s.index[key]
+	if found {
+		now := c.clock()
+		e := &s.slab[i]
+		if now-e.lastUsed >= c.ttl.Load() {
+			s.remove(i)
+		} else {
+			e.lastUsed = now
+			s.moveToFront(i)
+			authID, ok = e.auth, true
+		}
+	}
+	s.mu.Unlock()
+	return authID, ok
+}
+
+// Bind binds (session, model) to authID, replacing any previous binding, and
+// refreshes its TTL. When the shard is full, its least recently used binding
+// is dropped first.
+func (c *Cache) Bind(session, model, authID string) {
+	sh, key := c.hashes(session, model)
+	s := c.shardOf(sh)
+	s.mu.Lock()
+	now := c.clock()
+	if i, found := s.index[key]; found {
+		e := &s.slab[i]
+		e.auth, e.lastUsed = authID, now
+		s.moveToFront(i)
+		s.mu.Unlock()
+		return
+	}
+	for c.count.Load() >= c.max && s.tail >= 0 {
+		s.remove(s.tail)
+	}
+	i := s.alloc()
+	s.slab[i] = entry{key: key, sessionHash: sh, auth: authID, lastUsed: now, prev: -1, next: -1}
+	s.pushFront(i)
+	s.index[key] = i
+	c.count.Add(1)
+	s.mu.Unlock()
+}
+
+// Touch refreshes the TTL of (session, model) only if it is still bound to
+// authID and not expired, and reports whether it did.
+func (c *Cache) Touch(session, model, authID string) bool {
+	sh, key := c.hashes(session, model)
+	s := c.shardOf(sh)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i, found := s.index[key]
+	if !found {
+		return false
+	}
+	now := c.clock()
+	e := &s.slab[i]
+	if now-e.lastUsed >= c.ttl.Load() {
+		s.remove(i)
+		return false
+	}
+	if e.auth != authID {
+		return false
+	}
+	e.lastUsed = now
+	s.moveToFront(i)
+	return true
+}
+
+// Unbind removes the binding of (session, model) only if it still points at
+// authID, and reports whether it did.
+func (c *Cache) Unbind(session, model, authID string) bool {
+	sh, key := c.hashes(session, model)
+	s := c.shardOf(sh)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i, found := s.index[key]
+	if !found || s.slab[i].auth != authID {
+		return false
+	}
+	s.remove(i)
+	return true
+}
+
+// InvalidateSession removes the bindings of session for all models and
+// returns how many it removed.
+func (c *Cache) InvalidateSession(session string) int {
+	sh := maphash.String(c.seed, session)
+	s := c.shardOf(sh)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.removeIf(func(e *entry) bool { return e.sessionHash == sh })
+}
+
+// InvalidateAuth removes every binding to authID and returns how many it
+// removed.
+func (c *Cache) InvalidateAuth(authID string) int {
+	return c.removeAll(func(e *entry) bool { return e.auth == authID })
+}
+
+// Retain removes the bindings whose credential keep rejects (credentials
+// that left the pool) and returns how many it removed. keep is called with a
+// shard locked and must not call back into the Cache.
+func (c *Cache) Retain(keep func(authID string) bool) int {
+	return c.removeAll(func(e *entry) bool { return !keep(e.auth) })
+}
+
+// Clear removes every binding, releases the memory they used, and returns
+// how many there were.
+func (c *Cache) Clear() int {
+	n := 0
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		n += len(s.index)
+		s.count.Add(-int64(len(s.index)))
+		s.reset()
+		s.mu.Unlock()
+	}
+	return n
+}
+
+// Len returns the number of bindings, including expired ones not yet swept.
+func (c *Cache) Len() int { return int(c.count.Load()) }
+
+// CountByAuth returns the number of unexpired bindings per credential ID.
+func (c *Cache) CountByAuth() map[string]int {
+	counts := make(map[string]int)
+	ttl := c.ttl.Load()
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		now := c.clock()
+		for j := s.head; j >= 0; j = s.slab[j].next {
+			e := &s.slab[j]
+			if now-e.lastUsed >= ttl {
+				break // the rest of the list is older still
+			}
+			counts[e.auth]++
+		}
+		s.mu.Unlock()
+	}
+	return counts
+}
+
+// Sweep removes the expired bindings now and returns how many it removed.
+// Each shard's LRU list is walked from its oldest end and the walk stops at
+// the first unexpired binding: list order is last-use order, and under one
+// TTL that is expiry order.
+func (c *Cache) Sweep() int {
+	n := 0
+	ttl := c.ttl.Load()
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		now := c.clock()
+		for s.tail >= 0 && now-s.slab[s.tail].lastUsed >= ttl {
+			s.remove(s.tail)
+			n++
+		}
+		s.mu.Unlock()
+	}
+	return n
+}
+
+// Start runs Sweep every interval (DefaultSweepInterval when <= 0) in a
+// background goroutine until Stop. Calling Start while running does nothing.
+func (c *Cache) Start(interval time.Duration) {
+	if interval <= 0 {
+		interval = DefaultSweepInterval
+	}
+	c.runMu.Lock()
+	defer c.runMu.Unlock()
+	if c.stop != nil {
+		return
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	c.stop, c.done = stop, done
+	tick, stopTicker := c.newTicker(interval)
+	go func() {
+		defer close(done)
+		defer stopTicker()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick:
+				c.Sweep()
+			}
+		}
+	}()
+}
+
+// Stop stops the goroutine started by Start and waits for it to exit. It is
+// safe to call more than once and without Start; Start may be called again
+// afterwards.
+func (c *Cache) Stop() {
+	c.runMu.Lock()
+	defer c.runMu.Unlock()
+	if c.stop == nil {
+		return
+	}
+	close(c.stop)
+	<-c.done
+	c.stop, c.done = nil, nil
+}
+
+// removeAll removes the bindings matching drop in every shard.
+func (c *Cache) removeAll(drop func(*entry) bool) int {
+	n := 0
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		n += s.removeIf(drop)
+		s.mu.Unlock()
+	}
+	return n
+}
+
+// The shard methods below require s.mu to be held.
+
+// reset empties the shard and drops its memory.
+func (s *shard) reset() {
+	s.index = make(map[uint64]int32)
+	s.slab = nil
+	s.head, s.tail, s.free = -1, -1, -1
+}
+
+// removeIf removes the entries matching drop and returns how many.
+func (s *shard) removeIf(drop func(*entry) bool) int {
+	n := 0
+	for i := s.head; i >= 0; {
+		next := s.slab[i].next
+		if drop(&s.slab[i]) {
+			s.remove(i)
+			n++
+		}
+		i = next
+	}
+	return n
+}
+
+// alloc returns a free slab slot, growing the slab when none is free.
+func (s *shard) alloc() int32 {
+	if i := s.free; i >= 0 {
+		s.free = s.slab[i].next
+		return i
+	}
+	s.slab = append(s.slab, entry{})
+	return int32(len(s.slab) - 1)
+}
+
+// remove unlinks entry i, deletes it from the index and frees its slot.
+func (s *shard) remove(i int32) {
+	s.unlink(i)
+	e := &s.slab[i]
+	delete(s.index, e.key)
+	s.count.Add(-1)
+	*e = entry{next: s.free, prev: -1} // drops the auth string reference
+	s.free = i
+}
+
+func (s *shard) unlink(i int32) {
+	e := &s.slab[i]
+	if e.prev >= 0 {
+		s.slab[e.prev].next = e.next
+	} else {
+		s.head = e.next
+	}
+	if e.next >= 0 {
+		s.slab[e.next].prev = e.prev
+	} else {
+		s.tail = e.prev
+	}
+	e.prev, e.next = -1, -1
+}
+
+func (s *shard) pushFront(i int32) {
+	e := &s.slab[i]
+	e.prev, e.next = -1, s.head
+	if s.head >= 0 {
+		s.slab[s.head].prev = i
+	} else {
+		s.tail = i
+	}
+	s.head = i
+}
+
+func (s *shard) moveToFront(i int32) {
+	if s.head == i {
+		return
+	}
+	s.unlink(i)
+	s.pushFront(i)
+}
