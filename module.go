@@ -121,7 +121,6 @@ type Handler struct {
 	logger     *zap.Logger
 	registry   *prometheus.Registry
 	stopRescan func()
-	cleaned    sync.Once
 }
 
 // InlineAuth is a credential declared in the config. Fields mean what they
@@ -487,23 +486,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 // the same pool name. Requests still being served by this config keep
 // working: only background work stops.
 func (h *Handler) Cleanup() error {
-	h.cleaned.Do(func() {
-		if h.stopRescan != nil {
-			h.stopRescan()
-		}
-		unregisterLive(h)
-		if h.pool != nil {
-			pool.Release(h.Pool)
-		}
-		if h.registry != nil {
-			configPoolsMu.Lock()
-			delete(configPools, h.registry)
-			configPoolsMu.Unlock()
-		}
-		if h.transports != nil {
-			h.transports.close()
-		}
-	})
+	if h.stopRescan != nil {
+		h.stopRescan()
+	}
+	unregisterLive(h)
+	if h.pool != nil {
+		pool.Release(h.Pool)
+	}
+	if h.registry != nil {
+		configPoolsMu.Lock()
+		delete(configPools, h.registry)
+		configPoolsMu.Unlock()
+	}
+	if h.transports != nil {
+		h.transports.close()
+	}
 	return nil
 }
 

@@ -37,6 +37,12 @@ func TestAffinityNoSession(t *testing.T) {
 		t.Errorf("nil Bindings: %d, %q; want 0, none", i, d)
 	}
 	off.Success(affinityReq(s, nil, "sess", ""), "a")
+
+	// No Set: nothing to pick, nothing bound.
+	b.Bind("sess", "m", "a")
+	if i, d := a.Pick(st, affinityReq(nil, nil, "sess", "")); i != -1 || d != DecisionRebind {
+		t.Errorf("nil Set: %d, %q; want -1, rebind", i, d)
+	}
 	off.Failure(affinityReq(s, nil, "sess", ""), "a")
 }
 

@@ -95,6 +95,16 @@ func TestStrategiesEmpty(t *testing.T) {
 	}
 }
 
+func TestAvailableFunc(t *testing.T) {
+	s := NewSet("k", cands("a", "b", "c"))
+	odd := AvailableFunc(func(i int) bool { return i%2 == 1 })
+	for _, strat := range allStrategies() {
+		if got := pickID(strat, NewState(), &Request{Set: s, Avail: odd, HashKey: "x"}); got != "b" {
+			t.Errorf("%s picked %q, want b (the only available)", strat.Name(), got)
+		}
+	}
+}
+
 func TestStrategiesNilAvailMeansAll(t *testing.T) {
 	s := NewSet("k", cands("a", "b"))
 	for _, strat := range allStrategies() {
@@ -116,6 +126,7 @@ func TestRoundRobinEvenSpread(t *testing.T) {
 		// The cursor still moves over b, so b's turns go to its successor.
 		{"b down", []string{"b"}, 400, map[string]int{"a": 100, "c": 200, "d": 100}},
 		{"only d", []string{"a", "b", "c"}, 10, map[string]int{"d": 10}},
+		{"only a (wraps around)", []string{"b", "c", "d"}, 10, map[string]int{"a": 10}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
