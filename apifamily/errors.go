@@ -78,18 +78,48 @@ func ErrorBody(f Family, status int, kind, message string) []byte {
 		if t == "" {
 			t = "api_error"
 		}
-		v = map[string]any{"type": "error", "error": map[string]string{"type": t, "message": message}}
+		v = anthropicError{Type: "error", Error: anthropicDetail{Type: t, Message: message}}
 	case Gemini:
-		v = map[string]any{"error": map[string]any{"code": status, "message": message, "status": geminiStatus(status)}}
+		v = geminiError{Error: geminiDetail{Code: status, Message: message, Status: geminiStatus(status)}}
 	default:
 		tc, ok := openAITypes[kind]
 		if !ok {
 			tc = [2]string{"server_error", kind}
 		}
-		v = map[string]any{"error": map[string]string{"message": message, "type": tc[0], "code": tc[1]}}
+		v = openAIError{Error: openAIDetail{Message: message, Type: tc[0], Code: tc[1]}}
 	}
 	b, _ := json.Marshal(v)
 	return b
+}
+
+type anthropicError struct {
+	Type  string          `json:"type"`
+	Error anthropicDetail `json:"error"`
+}
+
+type anthropicDetail struct {
+	Type    string `json:"type"`
+	Message string `json:"message"`
+}
+
+type openAIError struct {
+	Error openAIDetail `json:"error"`
+}
+
+type openAIDetail struct {
+	Message string `json:"message"`
+	Type    string `json:"type"`
+	Code    string `json:"code"`
+}
+
+type geminiError struct {
+	Error geminiDetail `json:"error"`
+}
+
+type geminiDetail struct {
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+	Status  string `json:"status"`
 }
 
 // WriteError writes an error response in the family's shape. A positive

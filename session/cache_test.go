@@ -3,6 +3,7 @@ package session
 import (
 	"fmt"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -243,15 +244,21 @@ func TestCacheSweep(t *testing.T) {
 	}
 }
 
-// waitGoroutines yields until the goroutine count drops to at most n, and
-// reports the final count. It does not sleep.
-func waitGoroutines(n int) int {
-	got := runtime.NumGoroutine()
-	for i := 0; i < 10000 && got > n; i++ {
+// sweepers counts the goroutines running a Cache's sweep loop, waiting
+// (yielding, not sleeping) for exiting ones to finish. Counting by stack
+// keeps unrelated runtime or test goroutines out of the check.
+func sweepers() int {
+	buf := make([]byte, 1<<20)
+	n := 0
+	for i := 0; i < 1000; i++ {
+		stacks := string(buf[:runtime.Stack(buf, true)])
+		n = strings.Count(stacks, "session.(*Cache).Start.func")
+		if n == 0 {
+			return 0
+		}
 		runtime.Gosched()
-		got = runtime.NumGoroutine()
 	}
-	return got
+	return n
 }
 
 func TestCacheStartStop(t *testing.T) {
@@ -266,10 +273,12 @@ func TestCacheStartStop(t *testing.T) {
 	}
 	c.Stop() // never started: no-op
 
-	before := runtime.NumGoroutine()
 	c.Bind("s", "m", "a")
 	c.Start(0)
 	c.Start(0) // idempotent
+	if n := sweepers(); n != 1 {
+		t.Fatalf("%d sweep goroutines running, want 1", n)
+	}
 	clk.Advance(2 * time.Minute)
 	ticks <- time.Time{} // received by the loop, which then sweeps
 	c.Stop()             // waits for the loop, so the sweep is done
@@ -280,8 +289,8 @@ func TestCacheStartStop(t *testing.T) {
 	if stopped != 1 {
 		t.Fatalf("ticker stopped %d times, want 1", stopped)
 	}
-	if got := waitGoroutines(before); got > before {
-		t.Fatalf("goroutines: %d before Start, %d after Stop", before, got)
+	if n := sweepers(); n != 0 {
+		t.Fatalf("%d sweep goroutines left after Stop", n)
 	}
 }
 
@@ -294,8 +303,12 @@ func TestCacheStartStopNoLeak(t *testing.T) {
 		c.Start(time.Hour) // restartable
 		c.Stop()
 	}
-	if got := waitGoroutines(before); got > before {
-		t.Fatalf("goroutines: %d before, %d after", before, got)
+	if n := sweepers(); n != 0 {
+		t.Fatalf("%d sweep goroutines left after Stop", n)
+	}
+	// Nothing else of ours lingers either (slack for runtime helpers).
+	if after := runtime.NumGoroutine(); after > before+2 {
+		t.Fatalf("goroutines: %d before, %d after", before, after)
 	}
 }
 

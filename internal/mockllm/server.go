@@ -1,14 +1,31 @@
 // Package mockllm is a fast, realistic mock of the LLM provider APIs that
-// llm_proxy fronts: Anthropic Messages, OpenAI Chat Completions, Completions,
-// Embeddings, Models and Responses (also under the Codex base path
-// /backend-api/codex), and Gemini generateContent / streamGenerateContent /
-// countTokens.
+// llm_proxy fronts, used by integration tests, the demo and the benchmarks.
 //
-// A Server is an http.Handler. It answers in each provider's wire format,
-// streaming (SSE) or not, identifies the credential a request carries, records
-// requests for tests, injects faults per credential, simulates a
-// per-credential prompt cache (reported in each provider's usage fields), and
-// notices clients that leave mid-stream. Control endpoints live under /_mock/.
+// A Server is an http.Handler answering in each provider's wire format,
+// non-streaming or streaming (SSE, one flush per event):
+//
+//	POST /v1/messages, /v1/messages/count_tokens             Anthropic
+//	POST /v1/chat/completions, /v1/completions, /v1/embeddings OpenAI
+//	GET  /v1/models, /v1/models/{id}                         OpenAI (Anthropic's shape with anthropic-version)
+//	POST /v1/responses, /backend-api/codex/responses         OpenAI Responses, Codex
+//	POST /v1beta/models/{model}:generateContent              Gemini (also under /v1/models/)
+//	POST /v1beta/models/{model}:streamGenerateContent        Gemini (?alt=sse: SSE, else a JSON array)
+//	POST /v1beta/models/{model}:countTokens                  Gemini
+//	GET  /v1beta/models, /v1beta/models/{model}              Gemini
+//
+// The credential is read from x-api-key, Authorization: Bearer,
+// x-goog-api-key or ?key=, and every response names it in the
+// X-Mock-Credential header (its label from Options.Keys, else the key).
+// Requests are recorded (Requests), faults are injected per credential
+// (SetFault), a per-credential prompt cache is simulated and reported in each
+// provider's usage fields (Stats), and clients that leave early are counted.
+// The same controls are served over HTTP under /_mock/: GET /_mock/requests,
+// POST /_mock/reset, GET /_mock/stats, GET /_mock/faults, POST /_mock/faults
+// with {"key": "...", "status": 429, "headers": {...}, "body": "...",
+// "delay": "250ms" (or milliseconds), "times": 1, "drop_after_events": 2,
+// "refuse": false}, DELETE /_mock/faults (?key=K for one), GET /_mock/health.
+//
+// Nothing is logged per request; responses are appended into pooled buffers.
 package mockllm
 
 import (
