@@ -27,6 +27,7 @@ import (
 	"github.com/caddy-llm-proxy/llmproxy/auth"
 	"github.com/caddy-llm-proxy/llmproxy/failure"
 	"github.com/caddy-llm-proxy/llmproxy/handler"
+	"github.com/caddy-llm-proxy/llmproxy/internal/clock"
 	"github.com/caddy-llm-proxy/llmproxy/pool"
 	"github.com/caddy-llm-proxy/llmproxy/selector"
 )
@@ -305,7 +306,7 @@ func (h *Handler) newProxy(strategy selector.Strategy, affinity *selector.Affini
 		Access:     access,
 		Transports: h.transports,
 		Logger:     h.logger,
-		Now:        time.Now,
+		Now:        clock.Now,
 	}
 	if affinity != nil {
 		p.Affinity = affinity

@@ -15,6 +15,7 @@ import (
 
 	"github.com/caddy-llm-proxy/llmproxy/apifamily"
 	"github.com/caddy-llm-proxy/llmproxy/auth"
+	"github.com/caddy-llm-proxy/llmproxy/internal/clock"
 	"github.com/caddy-llm-proxy/llmproxy/selector"
 	"github.com/caddy-llm-proxy/llmproxy/session"
 )
@@ -66,7 +67,7 @@ func Acquire(name string) *Pool {
 	v, _, _ := pools.LoadOrNew(name, func() (caddy.Destructor, error) {
 		p := &Pool{
 			name:     name,
-			Sessions: session.NewCache(session.Options{}),
+			Sessions: session.NewCache(session.Options{Now: clock.Now}),
 			Strategy: selector.NewState(),
 			creds:    make(map[string]*Credential),
 			inline:   make(map[string]bool),
