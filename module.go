@@ -117,6 +117,8 @@ type Handler struct {
 
 	proxy      *handler.Proxy
 	pool       *pool.Pool
+	inline     []*auth.Auth
+	stored     []*auth.Auth // guarded by liveMu
 	store      auth.Store
 	transports *transports
 	logger     *zap.Logger
@@ -283,13 +285,19 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.proxy = h.newProxy(strategy, nil, access)
 	}
 
-	// Stored records first, so an inline ID that is also stored is caught.
-	h.loadStored(ctx)
-	if err := h.pool.SetInline(inline); err != nil {
-		return err
+	stored, _ := h.listStored(ctx)
+	for _, a := range stored {
+		for _, ia := range inline {
+			if ia.ID == a.ID {
+				return fmt.Errorf("auth %q is declared inline and also exists in storage at %s; remove one of them",
+					a.ID, h.store.(*auth.CaddyStore).Key(a.ID))
+			}
+		}
 	}
-	h.startRescan()
+	h.inline, h.stored = inline, stored
+	h.pool.SetMembers(inline, stored)
 	registerLive(h)
+	h.startRescan()
 	return nil
 }
 
@@ -306,6 +314,7 @@ func (h *Handler) newProxy(strategy selector.Strategy, affinity *selector.Affini
 		Access:     access,
 		Transports: h.transports,
 		Logger:     h.logger,
+		Observer:   newObserver(h.registry, h.logger),
 		Now:        clock.Now,
 	}
 	if affinity != nil {

@@ -2,29 +2,49 @@ package llmproxy
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/caddy-llm-proxy/llmproxy/auth"
 )
 
 // storageTimeout bounds one listing of storage, so a slow storage backend
 // cannot hang a reload.
 const storageTimeout = 10 * time.Second
 
-// loadStored lists storage and installs the records in the pool. Failures
-// are logged, never fatal: the pool keeps serving what it has, and the next
-// rescan tries again.
-func (h *Handler) loadStored(ctx context.Context) {
+// listStored lists the credential records in storage. Failures are logged,
+// never fatal: the pool keeps serving what it has, and the next rescan tries
+// again. ok is false when storage could not be listed.
+func (h *Handler) listStored(ctx context.Context) (auths []*auth.Auth, ok bool) {
 	ctx, cancel := context.WithTimeout(ctx, storageTimeout)
 	defer cancel()
 	auths, bad, err := h.store.List(ctx)
 	if err != nil {
 		h.logger.Warn("listing credentials in storage failed; keeping the current ones", zap.Error(err))
-		return
+		return nil, false
 	}
 	for _, b := range bad {
 		h.logger.Warn("skipping credential record that does not parse", zap.String("key", b.Key), zap.Error(b.Err))
+	}
+	return auths, true
+}
+
+// loadStored lists storage again and, when this handler's config is the one
+// serving the pool, installs the records at once.
+func (h *Handler) loadStored(ctx context.Context) {
+	auths, ok := h.listStored(ctx)
+	if !ok {
+		return
+	}
+	liveMu.Lock()
+	h.stored = auths
+	top := isTop(h)
+	liveMu.Unlock()
+	if !top {
+		return
 	}
 	for _, id := range h.pool.SetStored(auths) {
 		h.logger.Warn("skipping stored credential whose ID is declared inline", zap.String("auth", id))
@@ -62,31 +82,65 @@ func (h *Handler) startRescan() {
 	}
 }
 
-// live maps each pool name to the handler of the newest config using it, so
-// the admin API can reach the pool's storage and settings.
+// live keeps, per pool name, the provisioned handlers using it, newest
+// last. The newest one's credentials are the pool's: when a config fails to
+// load after its llm_proxy handlers were provisioned, their cleanup makes the
+// still-running config's handler the newest again and its credentials are
+// restored, so a refused reload changes nothing.
 var (
 	liveMu sync.Mutex
-	live   = map[string]*Handler{}
+	live   = map[string][]*Handler{}
 )
 
 func registerLive(h *Handler) {
 	liveMu.Lock()
-	live[h.Pool] = h
+	live[h.Pool] = append(live[h.Pool], h)
 	liveMu.Unlock()
 }
 
 func unregisterLive(h *Handler) {
 	liveMu.Lock()
-	if live[h.Pool] == h {
+	stack := live[h.Pool]
+	wasTop := len(stack) > 0 && stack[len(stack)-1] == h
+	stack = slices.DeleteFunc(stack, func(x *Handler) bool { return x == h })
+	var restore *Handler
+	if len(stack) == 0 {
 		delete(live, h.Pool)
+	} else {
+		live[h.Pool] = stack
+		if wasTop {
+			restore = stack[len(stack)-1]
+		}
 	}
 	liveMu.Unlock()
+	if restore != nil {
+		restore.logger.Info("restoring the credentials of the running config", zap.String("pool", restore.Pool))
+		restore.applyMembers()
+	}
+}
+
+// isTop reports whether h is the newest handler of its pool. Must hold liveMu.
+func isTop(h *Handler) bool {
+	stack := live[h.Pool]
+	return len(stack) > 0 && stack[len(stack)-1] == h
+}
+
+// applyMembers makes this handler's inline and stored credentials the
+// pool's.
+func (h *Handler) applyMembers() {
+	liveMu.Lock()
+	stored := h.stored
+	liveMu.Unlock()
+	h.pool.SetMembers(h.inline, stored)
 }
 
 // liveHandler returns the newest handler serving the pool name.
 func liveHandler(name string) (*Handler, bool) {
 	liveMu.Lock()
 	defer liveMu.Unlock()
-	h, ok := live[name]
-	return h, ok
+	stack := live[name]
+	if len(stack) == 0 {
+		return nil, false
+	}
+	return stack[len(stack)-1], true
 }

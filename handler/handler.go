@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -63,6 +64,10 @@ type Proxy struct {
 	Logger          *zap.Logger
 	Observer        Observer
 	Now             func() time.Time
+	// OnFirstRequest, if set, runs once before the first request is served.
+	OnFirstRequest func()
+
+	served atomic.Bool
 }
 
 // result is what one request's attempts came to, for logs and metrics.
@@ -75,6 +80,9 @@ type result struct {
 
 // ServeHTTP serves one client request.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
+	if !p.served.Load() && p.served.CompareAndSwap(false, true) && p.OnFirstRequest != nil {
+		p.OnFirstRequest()
+	}
 	route, ok := apifamily.Parse(r.URL.Path)
 	fam := route.Family
 	if len(p.Access) > 0 && !p.admit(w, r, fam) {
@@ -290,7 +298,7 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, sel
 			p.Affinity.Success(sel, cred.ID())
 		}
 	}
-	if err := p.copyResponse(w, resp, body); err != nil && !errors.Is(err, errClientWrite) && ctx.Err() == nil {
+	if err := p.copyResponse(w, resp, body, cred.ID()); err != nil && !errors.Is(err, errClientWrite) && ctx.Err() == nil {
 		// The upstream broke off mid-stream: nothing can be retried once
 		// bytes reached the client, but the credential is charged.
 		cv := failure.Classify(p.Policy, 0, nil, nil, err, nil, p.Now())

@@ -6,7 +6,6 @@
 package pool
 
 import (
-	"fmt"
 	"sort"
 	"sync"
 	"time"
@@ -112,49 +111,60 @@ func Names() []string {
 // Name returns the pool's name.
 func (p *Pool) Name() string { return p.name }
 
-// SetInline replaces the pool's inline credentials (from the newest config).
-// An inline ID that is also stored is an error.
-func (p *Pool) SetInline(auths []*auth.Auth) error {
+// SetMembers makes inline and stored the pool's credentials, as a newly
+// provisioned config sees them. Credentials that stay keep their cooldowns
+// and counters. Bindings to credentials that left are not dropped here (the
+// config may still fail to load); call DropStaleBindings once the config
+// serves.
+func (p *Pool) SetMembers(inline, stored []*auth.Auth) {
 	p.mu.Lock()
-	ids := make(map[string]bool, len(auths))
-	for _, a := range auths {
-		if p.stored[a.ID] {
-			p.mu.Unlock()
-			return fmt.Errorf("auth %q is declared inline and also exists in storage; remove one of them", a.ID)
-		}
-		ids[a.ID] = true
+	defer p.mu.Unlock()
+	inlineIDs := idSet(inline)
+	storedIDs := idSet(stored)
+	changed := p.replace(inline, inlineIDs, p.inline)
+	p.inline = inlineIDs
+	if p.replace(stored, storedIDs, p.stored) {
+		changed = true
 	}
-	changed := p.replace(auths, ids, p.inline)
-	p.inline = ids
-	p.mu.Unlock()
+	p.stored = storedIDs
 	if changed {
-		p.dropStaleBindings()
+		p.changed()
 	}
-	return nil
 }
 
 // SetStored replaces the pool's stored credentials with the ones just listed
-// from storage. Records whose ID is declared inline are skipped and
-// returned, so the caller can warn about them.
+// from storage and drops bindings to credentials that left or were disabled.
+// Records whose ID is declared inline are skipped and returned, so the
+// caller can warn about them.
 func (p *Pool) SetStored(auths []*auth.Auth) (conflicts []string) {
 	p.mu.Lock()
-	ids := make(map[string]bool, len(auths))
 	kept := auths[:0:0]
 	for _, a := range auths {
 		if p.inline[a.ID] {
 			conflicts = append(conflicts, a.ID)
 			continue
 		}
-		ids[a.ID] = true
 		kept = append(kept, a)
 	}
+	ids := idSet(kept)
 	changed := p.replace(kept, ids, p.stored)
 	p.stored = ids
+	if changed {
+		p.changed()
+	}
 	p.mu.Unlock()
 	if changed {
-		p.dropStaleBindings()
+		p.DropStaleBindings()
 	}
 	return conflicts
+}
+
+func idSet(auths []*auth.Auth) map[string]bool {
+	ids := make(map[string]bool, len(auths))
+	for _, a := range auths {
+		ids[a.ID] = true
+	}
+	return ids
 }
 
 // PutStored adds or replaces one stored credential (after an admin write).
@@ -164,7 +174,7 @@ func (p *Pool) PutStored(a *auth.Auth) {
 	p.upsert(a)
 	p.changed()
 	p.mu.Unlock()
-	p.dropStaleBindings()
+	p.DropStaleBindings()
 }
 
 // RemoveStored removes one stored credential and drops its bindings.
@@ -191,7 +201,7 @@ func (p *Pool) IsInline(id string) bool {
 
 // replace installs auths as the members of one source (inline or stored),
 // removing the old members of that source that are gone. It reports whether
-// selection changed. Must hold p.mu.
+// selection changed; the caller then calls p.changed. Must hold p.mu.
 func (p *Pool) replace(auths []*auth.Auth, ids, old map[string]bool) bool {
 	removed := false
 	for id := range old {
@@ -206,15 +216,12 @@ func (p *Pool) replace(auths []*auth.Auth, ids, old map[string]bool) bool {
 			changed = true
 		}
 	}
-	if changed {
-		p.changed()
-	}
 	return changed
 }
 
-// dropStaleBindings drops session bindings to credentials that left the
+// DropStaleBindings drops session bindings to credentials that left the
 // pool or are disabled. Must not hold p.mu.
-func (p *Pool) dropStaleBindings() {
+func (p *Pool) DropStaleBindings() {
 	p.Sessions.Retain(func(id string) bool {
 		c, ok := p.Get(id)
 		return ok && !c.Auth().Disabled
