@@ -118,7 +118,8 @@ type Handler struct {
 	proxy      *handler.Proxy
 	pool       *pool.Pool
 	inline     []*auth.Auth
-	stored     []*auth.Auth // guarded by liveMu
+	stored     []*auth.Auth      // guarded by liveMu
+	badRecords map[string]string // storage key → parse error already logged; guarded by liveMu
 	store      auth.Store
 	transports *transports
 	logger     *zap.Logger

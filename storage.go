@@ -26,10 +26,24 @@ func (h *Handler) listStored(ctx context.Context) (auths []*auth.Auth, ok bool) 
 		h.logger.Warn("listing credentials in storage failed; keeping the current ones", zap.Error(err))
 		return nil, false
 	}
-	for _, b := range bad {
-		h.logger.Warn("skipping credential record that does not parse", zap.String("key", b.Key), zap.Error(b.Err))
-	}
+	h.warnBad(bad)
 	return auths, true
+}
+
+// warnBad logs one warning per record that does not parse, not one per
+// rescan: a record is warned about again only when its error changes.
+func (h *Handler) warnBad(bad []auth.LoadError) {
+	liveMu.Lock()
+	defer liveMu.Unlock()
+	seen := make(map[string]string, len(bad))
+	for _, b := range bad {
+		msg := b.Err.Error()
+		seen[b.Key] = msg
+		if h.badRecords[b.Key] != msg {
+			h.logger.Warn("skipping credential record that does not parse", zap.String("key", b.Key), zap.Error(b.Err))
+		}
+	}
+	h.badRecords = seen
 }
 
 // loadStored lists storage again and, when this handler's config is the one

@@ -193,6 +193,9 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, req *parsed) resul
 			cred := e.Creds[idx]
 			res.attempts++
 			res.authID = cred.ID()
+			// Placeholders are set before the response is written, so
+			// response header directives and logs can use them.
+			p.annotate(r, req, res)
 			done, lf := p.attempt(w, r, req, sel, cred, res.attempts)
 			if done {
 				res.status = lf.status
