@@ -76,6 +76,10 @@ type result struct {
 	attempts int
 	decision selector.Decision
 	status   int
+	// aborted: the upstream broke off after the response started; the
+	// client connection is aborted so the truncation is not mistaken for a
+	// complete response.
+	aborted bool
 }
 
 // ServeHTTP serves one client request.
@@ -110,6 +114,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
 	p.annotate(r, req, res)
 	if p.Observer != nil {
 		p.Observer.Request(p.Pool.Name(), res.authID, res.status, res.attempts, res.decision)
+	}
+	if res.aborted {
+		// As reverse_proxy does: flush what arrived, then abort the
+		// connection (HTTP/1.1 without the final chunk, HTTP/2 with
+		// RST_STREAM) so the client sees an error, not a clean end.
+		_ = http.NewResponseController(w).Flush()
+		panic(http.ErrAbortHandler)
 	}
 	return nil
 }
@@ -155,6 +166,8 @@ type lastFailure struct {
 	header http.Header
 	body   []byte
 	err    error
+	// aborted: a response that had started broke off (see result.aborted).
+	aborted bool
 }
 
 // serve runs the attempt loop.
@@ -199,6 +212,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, req *parsed) resul
 			done, lf := p.attempt(w, r, req, sel, cred, res.attempts)
 			if done {
 				res.status = lf.status
+				res.aborted = lf.aborted
 				return res
 			}
 			last = lf
@@ -307,6 +321,7 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, sel
 		cv := failure.Classify(p.Policy, 0, nil, nil, err, nil, p.Now())
 		cred.RecordFailure(req.model, cv, p.Policy, p.Now())
 		log.Warn("upstream stream broke off after the response started", zap.Error(err))
+		return true, &lastFailure{status: status, aborted: true}
 	}
 	return true, &lastFailure{status: status}
 }
@@ -322,9 +337,14 @@ func (p *Proxy) writeLast(w http.ResponseWriter, fam apifamily.Family, last *las
 	h := w.Header()
 	copyHeader(h, last.header)
 	h.Del("Content-Length")
-	if last.status == http.StatusTooManyRequests && h.Get("Retry-After") == "" {
+	if last.status == http.StatusTooManyRequests {
+		// The client may retry as soon as any credential of the pool
+		// recovers, which can be sooner than the last upstream's own hint;
+		// its retry-after-ms (read before Retry-After by SDKs) would
+		// contradict that, so it is dropped.
 		now := p.Now()
 		h.Set("Retry-After", strconv.Itoa(retryAfterSeconds(soonestRecovery(e, model, now), now)))
+		h.Del("Retry-After-Ms")
 	}
 	h.Set("Content-Length", strconv.Itoa(len(last.body)))
 	w.WriteHeader(last.status)

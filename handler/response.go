@@ -22,9 +22,13 @@ func copyHeader(dst, src http.Header) {
 // flushed after every read so each SSE event reaches the client as soon as
 // it arrives. prefix is body already read (for error responses). It returns
 // the upstream read error, if the upstream broke off; a client that went
-// away is errClientWrite.
-func (p *Proxy) copyResponse(w http.ResponseWriter, resp *http.Response, prefix []byte) error {
+// away is errClientWrite. Prompt-cache usage in the body is reported for
+// authID once the copy ends.
+func (p *Proxy) copyResponse(w http.ResponseWriter, resp *http.Response, prefix []byte, authID string) error {
 	defer resp.Body.Close()
+	// usage: the scanner reads each chunk after it went out (usage.go).
+	us := p.usageScanner(resp, authID)
+	defer us.finish()
 	copyHeader(w.Header(), resp.Header)
 	if prefix != nil {
 		// The body was fully read (errors are small) or truncated at the limit.
@@ -53,6 +57,7 @@ func (p *Proxy) copyResponse(w http.ResponseWriter, resp *http.Response, prefix 
 					return errClientWrite
 				}
 			}
+			us.feed(buf[:n]) // usage
 		}
 		if rerr == io.EOF {
 			return nil
