@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"strings"
 )
 
 // Error kinds used in errors the plugin makes itself. They map onto each
@@ -138,4 +139,32 @@ func WriteError(w http.ResponseWriter, f Family, status int, kind, message strin
 	}
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
+}
+
+// StreamErrorEvent renders a server-sent event that reports an error in the
+// middle of a stream, the way each API does it, so SDKs raise it as an
+// error and the stream still ends cleanly:
+//
+//	Anthropic:        event: error / data: {"type":"error","error":{"type":"api_error",...}}
+//	OpenAI Responses: event: error / data: {"type":"error","code":"upstream_error","message":...}
+//	OpenAI Chat, Gemini: data: {"error":{...}}
+func StreamErrorEvent(f Family, path, message string) []byte {
+	var b []byte
+	switch {
+	case f == Anthropic:
+		b = append(b, "event: error\ndata: "...)
+		b = append(b, ErrorBody(f, http.StatusBadGateway, KindUpstream, message)...)
+	case f == OpenAI && strings.HasPrefix(path, "/v1/responses"):
+		ev, _ := json.Marshal(struct {
+			Type    string `json:"type"`
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		}{"error", "upstream_error", message})
+		b = append(b, "event: error\ndata: "...)
+		b = append(b, ev...)
+	default:
+		b = append(b, "data: "...)
+		b = append(b, ErrorBody(f, http.StatusBadGateway, KindUpstream, message)...)
+	}
+	return append(b, "\n\n"...)
 }

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -76,9 +77,10 @@ type result struct {
 	attempts int
 	decision selector.Decision
 	status   int
-	// aborted: the upstream broke off after the response started; the
-	// client connection is aborted so the truncation is not mistaken for a
-	// complete response.
+	// aborted: a non-streaming upstream body broke off after the response
+	// started; the client connection is aborted so the truncation is not
+	// mistaken for a complete response. (Event streams end with an error
+	// event instead.)
 	aborted bool
 }
 
@@ -321,6 +323,14 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, sel
 		cv := failure.Classify(p.Policy, 0, nil, nil, err, nil, p.Now())
 		cred.RecordFailure(req.model, cv, p.Policy, p.Now())
 		log.Warn("upstream stream broke off after the response started", zap.Error(err))
+		if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+			// End the event stream cleanly with an error event in the
+			// API's own shape, which SDKs raise as an error.
+			_, _ = w.Write(apifamily.StreamErrorEvent(req.route.Family, r.URL.Path,
+				"the upstream connection broke off mid-stream; the response is incomplete"))
+			_ = http.NewResponseController(w).Flush()
+			return true, &lastFailure{status: status}
+		}
 		return true, &lastFailure{status: status, aborted: true}
 	}
 	return true, &lastFailure{status: status}
