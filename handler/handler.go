@@ -224,9 +224,15 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, req *parsed) resul
 			res.status = p.writeLast(w, fam, last, e, req.model)
 			return res
 		}
-		// Nothing was tried: every eligible credential is cooling.
+		// Nothing was tried: every eligible credential is cooling, or none
+		// may take a new session (weight 0).
 		soonest := soonestRecovery(e, req.model, av.now)
-		if !waited && p.WaitForCooldown > 0 && !soonest.IsZero() && soonest.Sub(av.now) <= p.WaitForCooldown {
+		if soonest.IsZero() {
+			res.status = http.StatusServiceUnavailable
+			apifamily.WriteError(w, fam, res.status, apifamily.KindUnavailable, noCredentialMessage(fam, req.model), 0)
+			return res
+		}
+		if !waited && p.WaitForCooldown > 0 && soonest.Sub(av.now) <= p.WaitForCooldown {
 			waited = true
 			t := time.NewTimer(soonest.Sub(av.now))
 			select {
