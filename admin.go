@@ -1,0 +1,796 @@
+package llmproxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/caddy-llm-proxy/llmproxy/auth"
+	"github.com/caddy-llm-proxy/llmproxy/internal/clock"
+	"github.com/caddy-llm-proxy/llmproxy/pool"
+)
+
+func init() {
+	caddy.RegisterModule(AdminAPI{})
+}
+
+// Limits of the admin API.
+const (
+	// adminMaxBody bounds the JSON body of POST and PATCH requests.
+	adminMaxBody = 1 << 20
+	// adminMaxFailures wrong management secrets from one address start a
+	// lock-out of adminLockout.
+	adminMaxFailures = 5
+	adminLockout     = 30 * time.Minute
+)
+
+// AdminAPI is the admin API of llm_proxy, served on Caddy's admin endpoint
+// under /llm_proxy/. It inspects and changes the credential pools of the
+// running config without a reload:
+//
+//	GET    /llm_proxy/pools                          pool names, credential counts and availability
+//	GET    /llm_proxy/pools/<pool>/auths             credentials, secrets masked
+//	POST   /llm_proxy/pools/<pool>/auths             add a credential (JSON record with "id"), written to storage
+//	GET    /llm_proxy/pools/<pool>/auths/<id>        one credential, secret masked
+//	PATCH  /llm_proxy/pools/<pool>/auths/<id>        change disabled, priority, weight
+//	DELETE /llm_proxy/pools/<pool>/auths/<id>        delete from storage; its bindings are dropped
+//	POST   /llm_proxy/pools/<pool>/auths/<id>/reset  clear its cooldowns
+//	GET    /llm_proxy/pools/<pool>/sessions          binding count in all and per credential
+//	DELETE /llm_proxy/pools/<pool>/sessions          drop bindings (?auth=<id>: only that credential's)
+//	POST   /llm_proxy/pools/<pool>/rescan            re-read storage now
+//
+// When the pool's handler has a management_secret, every route of that
+// pool needs "Authorization: Bearer <secret>"; 5 wrong secrets from one
+// address lock that address out for 30 minutes. Inline credentials cannot
+// be changed or deleted here (409). Errors are JSON.
+//
+// The module has no configuration; Caddy loads it with every admin
+// endpoint.
+type AdminAPI struct{}
+
+// CaddyModule returns the Caddy module information.
+func (AdminAPI) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "admin.api.llm_proxy",
+		New: func() caddy.Module { return new(AdminAPI) },
+	}
+}
+
+// Routes returns the routes of the admin API.
+func (a AdminAPI) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{
+		{
+			Pattern: "/llm_proxy/",
+			Handler: caddy.AdminHandlerFunc(a.serve),
+		},
+	}
+}
+
+// serve dispatches a request under /llm_proxy/.
+func (a AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
+	rest, ok := strings.CutPrefix(r.URL.EscapedPath(), "/llm_proxy/pools")
+	if !ok || (rest != "" && rest[0] != '/') {
+		return apiError(http.StatusNotFound, "not found: the llm_proxy admin API is under /llm_proxy/pools")
+	}
+	rest = strings.Trim(rest, "/")
+	if rest == "" {
+		if r.Method != http.MethodGet {
+			return methodNotAllowed(w, http.MethodGet)
+		}
+		return writeJSON(w, http.StatusOK, poolSummaries())
+	}
+
+	segs := strings.Split(rest, "/")
+	for i, s := range segs {
+		u, err := url.PathUnescape(s)
+		if err != nil {
+			return apiError(http.StatusBadRequest, "bad path: %v", err)
+		}
+		segs[i] = u
+	}
+	name, sub := segs[0], segs[1:]
+	h, ok := liveHandler(name)
+	if !ok {
+		return apiError(http.StatusNotFound, "unknown pool %q", name)
+	}
+	if err := checkManagementSecret(w, r, h); err != nil {
+		return err
+	}
+	ps := poolAdmin{h: h}
+
+	switch {
+	case len(sub) == 1 && sub[0] == "auths":
+		switch r.Method {
+		case http.MethodGet:
+			return writeJSON(w, http.StatusOK, ps.views())
+		case http.MethodPost:
+			return ps.add(w, r)
+		}
+		return methodNotAllowed(w, http.MethodGet, http.MethodPost)
+
+	case len(sub) >= 3 && sub[0] == "auths" && sub[len(sub)-1] == "reset" && r.Method == http.MethodPost:
+		return ps.reset(w, strings.Join(sub[1:len(sub)-1], "/"))
+
+	case len(sub) >= 2 && sub[0] == "auths":
+		id := strings.Join(sub[1:], "/")
+		switch r.Method {
+		case http.MethodGet:
+			return ps.get(w, id)
+		case http.MethodPatch:
+			return ps.patch(w, r, id)
+		case http.MethodDelete:
+			return ps.delete(w, r, id)
+		}
+		return methodNotAllowed(w, http.MethodGet, http.MethodPatch, http.MethodDelete)
+
+	case len(sub) == 1 && sub[0] == "sessions":
+		switch r.Method {
+		case http.MethodGet:
+			return ps.sessions(w)
+		case http.MethodDelete:
+			return ps.dropSessions(w, r)
+		}
+		return methodNotAllowed(w, http.MethodGet, http.MethodDelete)
+
+	case len(sub) == 1 && sub[0] == "rescan":
+		if r.Method != http.MethodPost {
+			return methodNotAllowed(w, http.MethodPost)
+		}
+		return ps.rescan(w, r)
+	}
+	return apiError(http.StatusNotFound, "not found: pool routes are auths, auths/<id>, auths/<id>/reset, sessions and rescan")
+}
+
+// poolSummary is one pool in GET /llm_proxy/pools.
+type poolSummary struct {
+	Name string `json:"name"`
+	// Total counts the credentials, Enabled those not disabled, Available
+	// those of them not cooling down for all models.
+	Total     int `json:"total"`
+	Enabled   int `json:"enabled"`
+	Available int `json:"available"`
+}
+
+func poolSummaries() []poolSummary {
+	now := clock.Now()
+	out := []poolSummary{}
+	for _, name := range pool.Names() {
+		p, ok := pool.Lookup(name)
+		if !ok {
+			continue
+		}
+		s := poolSummary{Name: name}
+		s.Total, s.Enabled, s.Available = p.Availability(now)
+		out = append(out, s)
+	}
+	return out
+}
+
+// authView is how the admin API shows a credential: everything an operator
+// needs, never a secret (API key, access or refresh token, header values,
+// URL passwords).
+type authView struct {
+	ID       string `json:"id"`
+	Provider string `json:"provider"`
+	Label    string `json:"label,omitempty"`
+	// Email and AccountID identify the account of an OAuth record.
+	Email     string `json:"email,omitempty"`
+	AccountID string `json:"account_id,omitempty"`
+	// Kind is "api_key" or "access_token": which credential is sent.
+	Kind string `json:"kind"`
+	// MaskedSecret is "…" and at most the last 4 characters of the secret.
+	MaskedSecret string `json:"masked_secret"`
+	// Expired is the access token's expiry as written in the record.
+	Expired string `json:"expired,omitempty"`
+	// BaseURL and ProxyURL are shown without user info and query.
+	BaseURL  string   `json:"base_url"`
+	ProxyURL string   `json:"proxy_url,omitempty"`
+	Models   []string `json:"models,omitempty"`
+	// HeaderNames lists the extra upstream headers (names only).
+	HeaderNames []string `json:"header_names,omitempty"`
+	Priority    int      `json:"priority"`
+	Weight      int      `json:"weight"`
+	Disabled    bool     `json:"disabled"`
+	Inline      bool     `json:"inline"`
+	// Source is "inline" (the config) or "storage".
+	Source    string          `json:"source"`
+	Cooldowns []pool.Cooldown `json:"cooldowns"`
+	Successes uint64          `json:"successes"`
+	Failures  uint64          `json:"failures"`
+	// Sessions counts the session bindings to this credential.
+	Sessions int `json:"sessions"`
+}
+
+func newAuthView(c *pool.Credential, sessions int, now time.Time) authView {
+	a := c.Auth()
+	v := authView{
+		ID:           a.ID,
+		Provider:     a.Provider,
+		Label:        a.Label,
+		Email:        a.Email,
+		AccountID:    a.AccountID,
+		Kind:         "api_key",
+		MaskedSecret: a.Masked(),
+		Expired:      a.Expired,
+		BaseURL:      displayURL(a.BaseURLOrDefault()),
+		ProxyURL:     displayURL(a.ProxyURL),
+		Models:       a.Models,
+		Priority:     a.Priority,
+		Weight:       a.EffectiveWeight(),
+		Disabled:     a.Disabled,
+		Inline:       a.Inline,
+		Source:       "storage",
+		Cooldowns:    c.Cooldowns(now),
+		Sessions:     sessions,
+	}
+	if a.IsOAuth() {
+		v.Kind = "access_token"
+	}
+	if a.Inline {
+		v.Source = "inline"
+	}
+	for name := range a.Headers {
+		v.HeaderNames = append(v.HeaderNames, name)
+	}
+	sort.Strings(v.HeaderNames)
+	if v.Cooldowns == nil {
+		v.Cooldowns = []pool.Cooldown{}
+	}
+	sort.Slice(v.Cooldowns, func(i, j int) bool { return v.Cooldowns[i].Model < v.Cooldowns[j].Model })
+	v.Successes, v.Failures = c.Counts()
+	return v
+}
+
+// displayURL returns scheme, host and path of a URL: no user info (it may
+// hold a password) and no query (it may hold a key).
+func displayURL(raw string) string {
+	if raw == "" {
+		return ""
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return "(unparsable)"
+	}
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
+}
+
+// poolAdmin serves the routes of one pool through its live handler.
+type poolAdmin struct {
+	h *Handler
+}
+
+func (ps poolAdmin) pool() *pool.Pool { return ps.h.pool }
+
+func (ps poolAdmin) views() []authView {
+	now := clock.Now()
+	counts := ps.pool().Sessions.CountByAuth()
+	out := []authView{}
+	for _, c := range ps.pool().Credentials() {
+		out = append(out, newAuthView(c, counts[c.ID()], now))
+	}
+	return out
+}
+
+func (ps poolAdmin) view(id string) (authView, bool) {
+	c, ok := ps.pool().Get(id)
+	if !ok {
+		return authView{}, false
+	}
+	return newAuthView(c, ps.pool().Sessions.CountByAuth()[id], clock.Now()), true
+}
+
+func (ps poolAdmin) get(w http.ResponseWriter, id string) error {
+	v, ok := ps.view(id)
+	if !ok {
+		return ps.unknownAuth(id)
+	}
+	return writeJSON(w, http.StatusOK, v)
+}
+
+func (ps poolAdmin) unknownAuth(id string) error {
+	return apiError(http.StatusNotFound, "pool %q has no credential %q", ps.h.Pool, id)
+}
+
+func (ps poolAdmin) inlineConflict(id string) error {
+	return apiError(http.StatusConflict, "credential %q of pool %q is declared in the config (inline); change it there and reload", id, ps.h.Pool)
+}
+
+// add stores a new credential and puts it into the pool at once.
+func (ps poolAdmin) add(w http.ResponseWriter, r *http.Request) error {
+	body, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	id, doc, err := splitID(body)
+	if err != nil {
+		return apiError(http.StatusBadRequest, "%v", err)
+	}
+	if err := auth.ValidateID(id); err != nil {
+		return apiError(http.StatusBadRequest, "%v", err)
+	}
+	if ps.pool().IsInline(id) {
+		return ps.inlineConflict(id)
+	}
+	if _, ok := ps.pool().Get(id); ok || ps.storedRecordExists(r.Context(), id) {
+		return apiError(http.StatusConflict, "credential %q already exists in pool %q; change it with PATCH or DELETE it first", id, ps.h.Pool)
+	}
+	a, err := auth.Parse(id, doc)
+	if err != nil {
+		return apiError(http.StatusBadRequest, "%v", err)
+	}
+	if _, err := ps.h.store.Save(r.Context(), a); err != nil {
+		return apiError(http.StatusInternalServerError, "saving credential %q: %v", id, err)
+	}
+	ps.h.rememberStored(id, a)
+	ps.pool().PutStored(a)
+	adminLogger().Info("credential added", zap.String("pool", ps.h.Pool), zap.String("auth", id))
+	v, _ := ps.view(id)
+	return writeJSON(w, http.StatusCreated, v)
+}
+
+// authPatch is the body of PATCH /llm_proxy/pools/<pool>/auths/<id>.
+type authPatch struct {
+	Disabled *bool `json:"disabled"`
+	Priority *int  `json:"priority"`
+	Weight   *int  `json:"weight"`
+}
+
+// patch changes disabled, priority or weight of a stored credential. The
+// record keeps every other field, known or not.
+func (ps poolAdmin) patch(w http.ResponseWriter, r *http.Request, id string) error {
+	if ps.pool().IsInline(id) {
+		return ps.inlineConflict(id)
+	}
+	c, ok := ps.pool().Get(id)
+	if !ok {
+		return ps.unknownAuth(id)
+	}
+	body, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	var p authPatch
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		return apiError(http.StatusBadRequest, "decoding patch (allowed fields: disabled, priority, weight): %v", err)
+	}
+	if p.Disabled == nil && p.Priority == nil && p.Weight == nil {
+		return apiError(http.StatusBadRequest, "nothing to change: set disabled, priority or weight")
+	}
+	if p.Weight != nil && (*p.Weight < 0 || *p.Weight > auth.MaxWeight) {
+		return apiError(http.StatusBadRequest, "weight %d out of range 0..%d", *p.Weight, auth.MaxWeight)
+	}
+	a := c.Auth().Clone()
+	if p.Disabled != nil {
+		a.Disabled = *p.Disabled
+	}
+	if p.Priority != nil {
+		a.Priority = *p.Priority
+	}
+	if p.Weight != nil {
+		weight := *p.Weight
+		a.Weight = &weight
+	}
+	if err := a.Validate(); err != nil {
+		return apiError(http.StatusBadRequest, "%v", err)
+	}
+	if _, err := ps.h.store.Save(r.Context(), a); err != nil {
+		return apiError(http.StatusInternalServerError, "saving credential %q: %v", id, err)
+	}
+	ps.h.rememberStored(id, a)
+	// PutStored drops the bindings of a credential that is now disabled.
+	ps.pool().PutStored(a)
+	adminLogger().Info("credential changed", zap.String("pool", ps.h.Pool), zap.String("auth", id),
+		zap.Bool("disabled", a.Disabled), zap.Int("priority", a.Priority), zap.Int("weight", a.EffectiveWeight()))
+	v, _ := ps.view(id)
+	return writeJSON(w, http.StatusOK, v)
+}
+
+// delete removes a stored credential from storage and from the pool. A
+// record that is in storage but not in the pool (one that does not parse)
+// can be deleted too.
+func (ps poolAdmin) delete(w http.ResponseWriter, r *http.Request, id string) error {
+	if ps.pool().IsInline(id) {
+		return ps.inlineConflict(id)
+	}
+	_, inPool := ps.pool().Get(id)
+	if !inPool && !ps.storedRecordExists(r.Context(), id) {
+		return ps.unknownAuth(id)
+	}
+	dropped := ps.pool().Sessions.CountByAuth()[id]
+	if err := ps.h.store.Delete(r.Context(), id); err != nil {
+		return apiError(http.StatusInternalServerError, "deleting credential %q: %v", id, err)
+	}
+	ps.h.rememberStored(id, nil)
+	ps.pool().RemoveStored(id)
+	adminLogger().Info("credential deleted", zap.String("pool", ps.h.Pool), zap.String("auth", id))
+	return writeJSON(w, http.StatusOK, map[string]any{"id": id, "deleted": true, "sessions_dropped": dropped})
+}
+
+// storedRecordExists reports whether storage holds a record named id,
+// whether or not it parses. It is false for stores other than CaddyStore.
+func (ps poolAdmin) storedRecordExists(ctx context.Context, id string) bool {
+	cs, ok := ps.h.store.(*auth.CaddyStore)
+	if !ok || auth.ValidateID(id) != nil {
+		return false
+	}
+	return cs.Storage.Exists(ctx, cs.Key(id))
+}
+
+func (ps poolAdmin) reset(w http.ResponseWriter, id string) error {
+	c, ok := ps.pool().Get(id)
+	if !ok {
+		return ps.unknownAuth(id)
+	}
+	c.Reset()
+	adminLogger().Info("credential cooldowns cleared", zap.String("pool", ps.h.Pool), zap.String("auth", id))
+	v, _ := ps.view(id)
+	return writeJSON(w, http.StatusOK, v)
+}
+
+func (ps poolAdmin) sessions(w http.ResponseWriter) error {
+	counts := ps.pool().Sessions.CountByAuth()
+	total := 0
+	for _, n := range counts {
+		total += n
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"total": total, "by_auth": counts})
+}
+
+func (ps poolAdmin) dropSessions(w http.ResponseWriter, r *http.Request) error {
+	var removed int
+	if id := r.URL.Query().Get("auth"); id != "" {
+		removed = ps.pool().Sessions.InvalidateAuth(id)
+	} else {
+		removed = ps.pool().Sessions.Clear()
+	}
+	return writeJSON(w, http.StatusOK, map[string]int{"removed": removed})
+}
+
+// rescanResult is the answer of POST /llm_proxy/pools/<pool>/rescan.
+type rescanResult struct {
+	// Stored counts the stored credentials now in the pool.
+	Stored int `json:"stored"`
+	// Skipped are the records that do not parse, by storage key.
+	Skipped []skippedRecord `json:"skipped"`
+	// Conflicts are stored IDs also declared inline (the inline one wins).
+	Conflicts []string `json:"conflicts,omitempty"`
+}
+
+type skippedRecord struct {
+	Key   string `json:"key"`
+	Error string `json:"error"`
+}
+
+// rescan lists storage now, as the periodic rescan does, and reports what
+// it found.
+func (ps poolAdmin) rescan(w http.ResponseWriter, r *http.Request) error {
+	h := ps.h
+	auths, ok := h.listStored(r.Context())
+	if !ok {
+		return apiError(http.StatusInternalServerError, "listing credentials in storage failed (see Caddy's log); pool %q keeps its current ones", h.Pool)
+	}
+	res := rescanResult{Skipped: []skippedRecord{}}
+	liveMu.Lock()
+	h.stored = auths
+	top := isTop(h)
+	for key, msg := range h.badRecords {
+		res.Skipped = append(res.Skipped, skippedRecord{Key: key, Error: msg})
+	}
+	liveMu.Unlock()
+	sort.Slice(res.Skipped, func(i, j int) bool { return res.Skipped[i].Key < res.Skipped[j].Key })
+	if top {
+		res.Conflicts = ps.pool().SetStored(auths)
+		for _, id := range res.Conflicts {
+			h.logger.Warn("skipping stored credential whose ID is declared inline", zap.String("auth", id))
+		}
+	}
+	res.Stored = len(auths) - len(res.Conflicts)
+	return writeJSON(w, http.StatusOK, res)
+}
+
+// rememberStored records an admin write in the handler's copy of the
+// stored records (a nil a removes id), so that restoring this handler's
+// credentials after a refused reload keeps the write.
+func (h *Handler) rememberStored(id string, a *auth.Auth) {
+	liveMu.Lock()
+	defer liveMu.Unlock()
+	out := make([]*auth.Auth, 0, len(h.stored)+1)
+	for _, s := range h.stored {
+		if s.ID != id {
+			out = append(out, s)
+		}
+	}
+	if a != nil {
+		out = append(out, a)
+		sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	}
+	h.stored = out
+}
+
+// splitID takes the "id" field out of a JSON object, keeping the order of
+// the other fields.
+func splitID(body []byte) (id string, doc []byte, err error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	tok, err := dec.Token()
+	if err != nil {
+		return "", nil, fmt.Errorf("decoding credential: %v", err)
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return "", nil, errors.New("the credential must be a JSON object")
+	}
+	var out bytes.Buffer
+	out.WriteByte('{')
+	found := false
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return "", nil, fmt.Errorf("decoding credential: %v", err)
+		}
+		name, _ := tok.(string)
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return "", nil, fmt.Errorf("decoding field %q: %v", name, err)
+		}
+		if name == "id" {
+			if err := json.Unmarshal(v, &id); err != nil {
+				return "", nil, errors.New(`"id" must be a string`)
+			}
+			found = true
+			continue
+		}
+		if out.Len() > 1 {
+			out.WriteByte(',')
+		}
+		k, _ := json.Marshal(name)
+		out.Write(k)
+		out.WriteByte(':')
+		out.Write(v)
+	}
+	if _, err := dec.Token(); err != nil {
+		return "", nil, fmt.Errorf("decoding credential: %v", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return "", nil, errors.New("decoding credential: data after the JSON object")
+	}
+	if !found {
+		return "", nil, errors.New(`missing "id": name the credential with an "id" field`)
+	}
+	out.WriteByte('}')
+	return id, out.Bytes(), nil
+}
+
+// checkManagementSecret admits a request to a pool's routes: always when
+// the pool has no management secret, else only with the right one and
+// from an address that is not locked out.
+func checkManagementSecret(w http.ResponseWriter, r *http.Request, h *Handler) error {
+	if h.ManagementSecret == "" {
+		return nil
+	}
+	secret := caddy.NewReplacer().ReplaceKnown(h.ManagementSecret, "")
+	if secret == "" {
+		// Fail closed: an unset {env.*} must not open the pool.
+		return apiError(http.StatusForbidden, "the management_secret of pool %q is empty after placeholder expansion; every request is refused until it is set", h.Pool)
+	}
+	addr := remoteHost(r)
+	now := clock.Now()
+	if until, locked := adminLockouts.lockedUntil(addr, now); locked {
+		return lockedOut(w, until, now)
+	}
+	presented, ok := bearerToken(r)
+	if !ok {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="llm_proxy"`)
+		return apiError(http.StatusUnauthorized, "pool %q needs its management secret: send \"Authorization: Bearer <secret>\"", h.Pool)
+	}
+	if !secretMatches(secret, presented) {
+		if until, locked := adminLockouts.fail(addr, now); locked {
+			adminLogger().Warn("too many wrong management secrets; address locked out",
+				zap.String("remote_ip", addr), zap.Time("until", until))
+			return lockedOut(w, until, now)
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="llm_proxy", error="invalid_token"`)
+		return apiError(http.StatusUnauthorized, "wrong management secret for pool %q", h.Pool)
+	}
+	adminLockouts.succeed(addr)
+	return nil
+}
+
+func lockedOut(w http.ResponseWriter, until, now time.Time) error {
+	secs := int(until.Sub(now).Round(time.Second) / time.Second)
+	if secs < 1 {
+		secs = 1
+	}
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	return apiError(http.StatusTooManyRequests,
+		"too many wrong management secrets from this address: locked out until %s (%d seconds); even the right secret is refused until then",
+		until.UTC().Format(time.RFC3339), secs)
+}
+
+// bearerToken returns the token of an "Authorization: Bearer" header.
+func bearerToken(r *http.Request) (string, bool) {
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	token = strings.TrimSpace(token)
+	return token, token != ""
+}
+
+// remoteHost is the host part of the request's remote address, the unit of
+// lock-outs.
+func remoteHost(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// isBcrypt reports whether secret is a bcrypt hash.
+func isBcrypt(secret string) bool {
+	for _, p := range []string{"$2a$", "$2b$", "$2y$"} {
+		if strings.HasPrefix(secret, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// bcryptAccepted remembers, per bcrypt hash, the SHA-256 of the last
+// secret it accepted, so a script calling the API repeatedly does not pay
+// a full bcrypt comparison (about a second at caddy hash-password's cost)
+// on every call.
+var (
+	bcryptAcceptedMu sync.Mutex
+	bcryptAccepted   = map[string][sha256.Size]byte{}
+)
+
+// secretMatches compares presented with the configured secret: as a
+// bcrypt hash when it is one, else in constant time.
+func secretMatches(secret, presented string) bool {
+	sum := sha256.Sum256([]byte(presented))
+	if !isBcrypt(secret) {
+		want := sha256.Sum256([]byte(secret))
+		return subtle.ConstantTimeCompare(sum[:], want[:]) == 1
+	}
+	bcryptAcceptedMu.Lock()
+	known, ok := bcryptAccepted[secret]
+	bcryptAcceptedMu.Unlock()
+	if ok && subtle.ConstantTimeCompare(sum[:], known[:]) == 1 {
+		return true
+	}
+	if bcrypt.CompareHashAndPassword([]byte(secret), []byte(presented)) != nil {
+		return false
+	}
+	bcryptAcceptedMu.Lock()
+	if len(bcryptAccepted) >= 64 {
+		clear(bcryptAccepted)
+	}
+	bcryptAccepted[secret] = sum
+	bcryptAcceptedMu.Unlock()
+	return true
+}
+
+// lockouts counts wrong management secrets per remote address.
+type lockouts struct {
+	mu    sync.Mutex
+	addrs map[string]*addrFailures
+}
+
+type addrFailures struct {
+	count int       // wrong secrets since first
+	first time.Time // first counted wrong secret
+	until time.Time // locked out until
+}
+
+// lockoutSweepSize is the number of tracked addresses above which stale
+// entries are dropped.
+const lockoutSweepSize = 1024
+
+var adminLockouts = &lockouts{addrs: make(map[string]*addrFailures)}
+
+// lockedUntil reports whether addr is locked out at now, and until when.
+func (l *lockouts) lockedUntil(addr string, now time.Time) (time.Time, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f := l.addrs[addr]
+	if f == nil || !f.until.After(now) {
+		return time.Time{}, false
+	}
+	return f.until, true
+}
+
+// fail counts a wrong secret from addr. Failures older than the lock-out
+// window are forgotten; the adminMaxFailures-th within the window locks the
+// address out, which fail reports.
+func (l *lockouts) fail(addr string, now time.Time) (until time.Time, locked bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.addrs) >= lockoutSweepSize {
+		for a, f := range l.addrs {
+			if !f.until.After(now) && now.Sub(f.first) >= adminLockout {
+				delete(l.addrs, a)
+			}
+		}
+	}
+	f := l.addrs[addr]
+	if f == nil {
+		f = &addrFailures{}
+		l.addrs[addr] = f
+	}
+	if f.count == 0 || now.Sub(f.first) >= adminLockout {
+		f.count, f.first = 0, now
+	}
+	f.count++
+	if f.count >= adminMaxFailures {
+		f.count = 0
+		f.until = now.Add(adminLockout)
+		return f.until, true
+	}
+	return time.Time{}, false
+}
+
+// succeed forgets the failures of addr.
+func (l *lockouts) succeed(addr string) {
+	l.mu.Lock()
+	delete(l.addrs, addr)
+	l.mu.Unlock()
+}
+
+// readBody reads a request body of at most adminMaxBody bytes.
+func readBody(r *http.Request) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r.Body, adminMaxBody+1))
+	if err != nil {
+		return nil, apiError(http.StatusBadRequest, "reading body: %v", err)
+	}
+	if len(b) > adminMaxBody {
+		return nil, apiError(http.StatusRequestEntityTooLarge, "body larger than %d bytes", adminMaxBody)
+	}
+	return b, nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return apiError(http.StatusInternalServerError, "encoding response: %v", err)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, err = w.Write(append(b, '\n'))
+	return err
+}
+
+func methodNotAllowed(w http.ResponseWriter, methods ...string) error {
+	w.Header().Set("Allow", strings.Join(methods, ", "))
+	return apiError(http.StatusMethodNotAllowed, "method not allowed; use %s", strings.Join(methods, " or "))
+}
+
+func apiError(status int, format string, args ...any) error {
+	return caddy.APIError{HTTPStatus: status, Err: fmt.Errorf(format, args...)}
+}
+
+func adminLogger() *zap.Logger { return caddy.Log().Named("admin.api.llm_proxy") }
+
+// Interface guards
+var (
+	_ caddy.Module      = (*AdminAPI)(nil)
+	_ caddy.AdminRouter = (*AdminAPI)(nil)
+)
