@@ -21,6 +21,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/caddy-llm-proxy/llmproxy/apifamily"
 	"github.com/caddy-llm-proxy/llmproxy/auth"
@@ -263,12 +264,7 @@ func (p *Proxy) pick(sel *selector.Request) (int, selector.Decision) {
 // the client got its answer (or left); otherwise the returned failure says
 // why this credential failed over.
 func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, sel *selector.Request, cred *pool.Credential, n int) (done bool, lf *lastFailure) {
-	a := cred.Auth()
-	base, err := url.Parse(a.BaseURLOrDefault())
-	if err != nil {
-		// Validated at load; treat like an unreachable upstream.
-		base = &url.URL{}
-	}
+	a, base := cred.Target()
 	ctx := r.Context()
 	out := newUpstreamRequest(ctx, r, req.body, a, base)
 	start := p.Now()
@@ -291,15 +287,20 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, sel
 	if p.Observer != nil {
 		p.Observer.Attempt(p.Pool.Name(), cred.ID(), status, ttfb, v)
 	}
-	log := p.Logger.With(zap.String("pool", p.Pool.Name()), zap.String("auth", cred.ID()),
-		zap.String("model", req.model), zap.Int("attempt", n))
+	// The attempt's fields are only built when a line is written.
+	logf := func(level zapcore.Level, msg string, fields ...zap.Field) {
+		if ce := p.Logger.Check(level, msg); ce != nil {
+			ce.Write(append([]zap.Field{zap.String("pool", p.Pool.Name()), zap.String("auth", cred.ID()),
+				zap.String("model", req.model), zap.Int("attempt", n)}, fields...)...)
+		}
+	}
 
 	switch v.Action {
 	case failure.Stop:
 		if resp != nil {
 			resp.Body.Close()
 		}
-		log.Debug("client went away", zap.Error(err))
+		logf(zap.DebugLevel, "client went away", zap.Error(err))
 		return true, &lastFailure{status: 499}
 	case failure.Failover:
 		if resp != nil {
@@ -309,14 +310,14 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, sel
 		if p.Affinity != nil {
 			p.Affinity.Failure(sel, cred.ID())
 		}
-		log.Warn("credential failed; cooling down and failing over",
+		logf(zap.WarnLevel, "credential failed; cooling down and failing over",
 			zap.Int("status", status), zap.String("reason", v.Reason),
 			zap.Time("cooldown_until", until), zap.Bool("hinted", v.Hinted), zap.Error(err))
 		return false, &lastFailure{status: status, header: header, body: body, err: err}
 	}
 
 	// Success or a client error returned as is.
-	log.Debug("upstream answered", zap.Int("status", status), zap.Duration("ttfb", ttfb))
+	logf(zap.DebugLevel, "upstream answered", zap.Int("status", status), zap.Duration("ttfb", ttfb))
 	if v.Action == failure.Success {
 		cred.RecordSuccess(req.model)
 		if p.Affinity != nil {
@@ -328,7 +329,7 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, sel
 		// bytes reached the client, but the credential is charged.
 		cv := failure.Classify(p.Policy, 0, nil, nil, err, nil, p.Now())
 		cred.RecordFailure(req.model, cv, p.Policy, p.Now())
-		log.Warn("upstream stream broke off after the response started", zap.Error(err))
+		logf(zap.WarnLevel, "upstream stream broke off after the response started", zap.Error(err))
 		if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
 			// End the event stream cleanly with an error event in the
 			// API's own shape, which SDKs raise as an error.

@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,7 +16,7 @@ import (
 // swapped atomically when storage or the config changes it.
 type Credential struct {
 	id     string
-	record atomic.Pointer[auth.Auth]
+	record atomic.Pointer[target]
 
 	// coolMax is the latest cooldown deadline of any scope in unix nanos;
 	// when now is past it the credential is available for every model and
@@ -36,22 +37,48 @@ type modelCool struct {
 	streak int // consecutive 429s without a hint
 }
 
+// target is a record with its base URL parsed once.
+type target struct {
+	auth *auth.Auth
+	base *url.URL
+}
+
+func newTarget(a *auth.Auth) *target {
+	base, err := url.Parse(a.BaseURLOrDefault())
+	if err != nil {
+		// Records are validated before they reach a pool; an empty URL
+		// fails at send time like an unreachable upstream.
+		base = &url.URL{}
+	}
+	return &target{auth: a, base: base}
+}
+
 func newCredential(a *auth.Auth) *Credential {
 	c := &Credential{id: a.ID}
-	c.record.Store(a)
+	c.record.Store(newTarget(a))
 	return c
 }
+
+// setAuth swaps the record, keeping the runtime state.
+func (c *Credential) setAuth(a *auth.Auth) { c.record.Store(newTarget(a)) }
 
 // ID returns the credential's ID.
 func (c *Credential) ID() string { return c.id }
 
 // Auth returns the current record. Callers must not modify it.
-func (c *Credential) Auth() *auth.Auth { return c.record.Load() }
+func (c *Credential) Auth() *auth.Auth { return c.record.Load().auth }
+
+// Target returns the current record and its parsed base URL. Callers must
+// not modify either.
+func (c *Credential) Target() (*auth.Auth, *url.URL) {
+	t := c.record.Load()
+	return t.auth, t.base
+}
 
 // Available reports whether the credential may serve model at now: it is
 // not disabled and not cooling down for that model or for all models.
 func (c *Credential) Available(model string, now time.Time) bool {
-	if c.record.Load().Disabled {
+	if c.Auth().Disabled {
 		return false
 	}
 	if now.UnixNano() >= c.coolMax.Load() {

@@ -232,8 +232,8 @@ func (p *Pool) DropStaleBindings() {
 // its cooldowns and counters. It reports whether anything changed.
 func (p *Pool) upsert(a *auth.Auth) bool {
 	if c, ok := p.creds[a.ID]; ok {
-		old := c.record.Load()
-		c.record.Store(a)
+		old := c.Auth()
+		c.setAuth(a)
 		return !sameSelection(old, a)
 	}
 	p.creds[a.ID] = newCredential(a)

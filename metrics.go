@@ -1,0 +1,182 @@
+package llmproxy
+
+import (
+	"errors"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/caddy-llm-proxy/llmproxy/failure"
+	"github.com/caddy-llm-proxy/llmproxy/handler"
+	"github.com/caddy-llm-proxy/llmproxy/internal/clock"
+	"github.com/caddy-llm-proxy/llmproxy/pool"
+	"github.com/caddy-llm-proxy/llmproxy/selector"
+)
+
+// Metrics are exported in Caddy's metrics registry as caddy_llm_proxy_*:
+//
+//	requests_total{pool,auth,status}           client requests that reached selection; auth
+//	                                           is the credential that answered or was tried
+//	                                           last ("none" when none was picked)
+//	attempts_total{pool,auth,outcome}          upstream attempts by failure.Reason* outcome
+//	failovers_total{pool,auth,reason}          attempts that cooled their credential and
+//	                                           moved on
+//	affinity_decisions_total{pool,decision}    hit, miss, rebind or none per request
+//	credentials{pool,state}                    credentials per state: total, enabled,
+//	                                           available (read at scrape time)
+//	upstream_ttfb_seconds{pool,auth}           time to the upstream response headers
+//	prompt_cache_read_tokens_total{pool,auth}  prompt tokens served from the provider cache
+//	prompt_cache_write_tokens_total{pool,auth} prompt tokens written to the provider cache
+//
+// Label values are pool names, credential IDs and small fixed sets only;
+// never session IDs, keys or models. The collectors are created once per
+// process, so counters keep counting across config reloads; each new
+// config's registry gets them registered again.
+var metrics struct {
+	once        sync.Once
+	requests    *prometheus.CounterVec
+	attempts    *prometheus.CounterVec
+	failovers   *prometheus.CounterVec
+	affinity    *prometheus.CounterVec
+	ttfb        *prometheus.HistogramVec
+	cacheRead   *prometheus.CounterVec
+	cacheWrite  *prometheus.CounterVec
+	credentials *credentialsCollector
+}
+
+const metricsNamespace = "caddy_llm_proxy"
+
+// noAuth is the auth label of requests no credential was picked for.
+const noAuth = "none"
+
+func initMetrics() {
+	metrics.once.Do(func() {
+		counter := func(name, help string, labels ...string) *prometheus.CounterVec {
+			return prometheus.NewCounterVec(prometheus.CounterOpts{
+				Namespace: metricsNamespace, Name: name, Help: help,
+			}, labels)
+		}
+		metrics.requests = counter("requests_total",
+			"Client requests that reached credential selection, by the credential that answered and the status returned.",
+			"pool", "auth", "status")
+		metrics.attempts = counter("attempts_total",
+			"Upstream attempts by outcome (success, client_error, rate_limited, auth_failed, model_not_found, server_error, timeout, connection_error, client_canceled).",
+			"pool", "auth", "outcome")
+		metrics.failovers = counter("failovers_total",
+			"Upstream attempts that put their credential in cooldown and failed over, by reason.",
+			"pool", "auth", "reason")
+		metrics.affinity = counter("affinity_decisions_total",
+			"Session affinity decisions per request: hit, miss, rebind or none.",
+			"pool", "decision")
+		metrics.ttfb = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: metricsNamespace,
+			Name:      "upstream_ttfb_seconds",
+			Help:      "Time from sending an upstream request to its response headers.",
+			Buckets:   []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120},
+		}, []string{"pool", "auth"})
+		metrics.cacheRead = counter("prompt_cache_read_tokens_total",
+			"Prompt tokens the provider served from its prompt cache, from the usage figures of responses.",
+			"pool", "auth")
+		metrics.cacheWrite = counter("prompt_cache_write_tokens_total",
+			"Prompt tokens the provider wrote to its prompt cache, from the usage figures of responses.",
+			"pool", "auth")
+		metrics.credentials = &credentialsCollector{desc: prometheus.NewDesc(
+			metricsNamespace+"_credentials",
+			"Credentials of each pool: total, enabled (not disabled) and available (enabled and not cooling down for any model).",
+			[]string{"pool", "state"}, nil)}
+	})
+}
+
+// registerMetrics registers the collectors into a config's registry. A
+// collector already registered there is fine (several handlers share one
+// config).
+func registerMetrics(reg prometheus.Registerer) error {
+	initMetrics()
+	var errs []error
+	for _, c := range []prometheus.Collector{
+		metrics.requests, metrics.attempts, metrics.failovers, metrics.affinity,
+		metrics.ttfb, metrics.cacheRead, metrics.cacheWrite, metrics.credentials,
+	} {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// newObserver registers the metrics into reg (when not nil) and returns the
+// observer that records them. A registration failure is logged, not fatal:
+// requests are served either way.
+func newObserver(reg *prometheus.Registry, logger *zap.Logger) handler.Observer {
+	initMetrics()
+	if reg != nil {
+		if err := registerMetrics(reg); err != nil && logger != nil {
+			logger.Error("registering llm_proxy metrics", zap.Error(err))
+		}
+	}
+	return observer{}
+}
+
+// observer records what the handler reports into the metrics.
+type observer struct{}
+
+func (observer) Attempt(pool, authID string, status int, ttfb time.Duration, v failure.Verdict) {
+	metrics.attempts.WithLabelValues(pool, authID, v.Reason).Inc()
+	if v.Action == failure.Failover {
+		metrics.failovers.WithLabelValues(pool, authID, v.Reason).Inc()
+	}
+	if status > 0 {
+		metrics.ttfb.WithLabelValues(pool, authID).Observe(ttfb.Seconds())
+	}
+}
+
+func (observer) Request(pool, authID string, status, _ int, affinity selector.Decision) {
+	if authID == "" {
+		authID = noAuth
+	}
+	if affinity == "" {
+		affinity = selector.DecisionNone
+	}
+	metrics.requests.WithLabelValues(pool, authID, strconv.Itoa(status)).Inc()
+	metrics.affinity.WithLabelValues(pool, string(affinity)).Inc()
+}
+
+func (observer) Usage(pool, authID string, cacheRead, cacheWrite int64) {
+	// Touch both series so a credential's zero shows up next to its peers.
+	metrics.cacheRead.WithLabelValues(pool, authID).Add(float64(max(cacheRead, 0)))
+	metrics.cacheWrite.WithLabelValues(pool, authID).Add(float64(max(cacheWrite, 0)))
+}
+
+// credentialsCollector reports each live pool's credential counts when
+// scraped, so the gauge is never stale and costs nothing per request.
+type credentialsCollector struct {
+	desc *prometheus.Desc
+}
+
+func (c *credentialsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *credentialsCollector) Collect(ch chan<- prometheus.Metric) {
+	now := clock.Now()
+	for _, name := range pool.Names() {
+		p, ok := pool.Lookup(name)
+		if !ok {
+			continue // released since listed
+		}
+		total, enabled, available := p.Availability(now)
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(total), name, "total")
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(enabled), name, "enabled")
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(available), name, "available")
+	}
+}
+
+// Interface guards
+var (
+	_ handler.Observer     = observer{}
+	_ prometheus.Collector = (*credentialsCollector)(nil)
+)

@@ -1,0 +1,141 @@
+package llmproxy
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/caddy-llm-proxy/llmproxy/auth"
+	"github.com/caddy-llm-proxy/llmproxy/failure"
+	"github.com/caddy-llm-proxy/llmproxy/internal/clock"
+	"github.com/caddy-llm-proxy/llmproxy/pool"
+	"github.com/caddy-llm-proxy/llmproxy/selector"
+)
+
+// metricValue is the value of the sample of family name with exactly the
+// given labels in reg; ok is false when there is none.
+func metricValue(t *testing.T, reg prometheus.Gatherer, name string, labels map[string]string) (v float64, ok bool) {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if !sameLabels(m.GetLabel(), labels) {
+				continue
+			}
+			switch {
+			case m.Counter != nil:
+				return m.Counter.GetValue(), true
+			case m.Gauge != nil:
+				return m.Gauge.GetValue(), true
+			case m.Histogram != nil:
+				return float64(m.Histogram.GetSampleCount()), true
+			}
+		}
+	}
+	return 0, false
+}
+
+func sameLabels(got []*dto.LabelPair, want map[string]string) bool {
+	if len(got) != len(want) {
+		return false
+	}
+	for _, lp := range got {
+		if v, ok := want[lp.GetName()]; !ok || v != lp.GetValue() {
+			return false
+		}
+	}
+	return true
+}
+
+func TestMetricsSurviveReregistration(t *testing.T) {
+	const poolName = "metrics-test-reload"
+	// The first config's registry, registered into twice (two handlers).
+	reg1 := prometheus.NewPedanticRegistry()
+	obs := newObserver(reg1, nil)
+	if err := registerMetrics(reg1); err != nil {
+		t.Fatalf("second registration into the same registry: %v", err)
+	}
+
+	req := map[string]string{"pool": poolName, "auth": "c1", "status": "200"}
+	before, _ := metricValue(t, reg1, "caddy_llm_proxy_requests_total", req)
+	obs.Request(poolName, "c1", http.StatusOK, 1, selector.DecisionHit)
+	obs.Attempt(poolName, "c1", http.StatusOK, 30*time.Millisecond, failure.Verdict{Action: failure.Success, Reason: failure.ReasonSuccess})
+	obs.Usage(poolName, "c1", 1000, 24)
+	if v, ok := metricValue(t, reg1, "caddy_llm_proxy_requests_total", req); !ok || v != before+1 {
+		t.Fatalf("requests_total = %v (present %v), want %v", v, ok, before+1)
+	}
+
+	// A reload: the new config has a new registry.
+	reg2 := prometheus.NewPedanticRegistry()
+	obs2 := newObserver(reg2, nil)
+	obs2.Request(poolName, "c1", http.StatusOK, 1, selector.DecisionHit)
+	obs2.Request(poolName, "", http.StatusServiceUnavailable, 0, selector.DecisionNone)
+	obs2.Attempt(poolName, "c2", http.StatusTooManyRequests, 10*time.Millisecond,
+		failure.Verdict{Action: failure.Failover, Reason: failure.ReasonRateLimited})
+	obs2.Attempt(poolName, "c2", 0, time.Second,
+		failure.Verdict{Action: failure.Failover, Reason: failure.ReasonConnectionError})
+	obs2.Usage(poolName, "c1", 500, 0)
+
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"caddy_llm_proxy_requests_total", req, before + 2},
+		{"caddy_llm_proxy_requests_total", map[string]string{"pool": poolName, "auth": "none", "status": "503"}, 1},
+		{"caddy_llm_proxy_affinity_decisions_total", map[string]string{"pool": poolName, "decision": "hit"}, 2},
+		{"caddy_llm_proxy_affinity_decisions_total", map[string]string{"pool": poolName, "decision": "none"}, 1},
+		{"caddy_llm_proxy_attempts_total", map[string]string{"pool": poolName, "auth": "c1", "outcome": "success"}, 1},
+		{"caddy_llm_proxy_attempts_total", map[string]string{"pool": poolName, "auth": "c2", "outcome": "rate_limited"}, 1},
+		{"caddy_llm_proxy_failovers_total", map[string]string{"pool": poolName, "auth": "c2", "reason": "rate_limited"}, 1},
+		{"caddy_llm_proxy_failovers_total", map[string]string{"pool": poolName, "auth": "c2", "reason": "connection_error"}, 1},
+		// The connection error had no response: no time to first byte.
+		{"caddy_llm_proxy_upstream_ttfb_seconds", map[string]string{"pool": poolName, "auth": "c2"}, 1},
+		{"caddy_llm_proxy_upstream_ttfb_seconds", map[string]string{"pool": poolName, "auth": "c1"}, 1},
+		{"caddy_llm_proxy_prompt_cache_read_tokens_total", map[string]string{"pool": poolName, "auth": "c1"}, 1500},
+		{"caddy_llm_proxy_prompt_cache_write_tokens_total", map[string]string{"pool": poolName, "auth": "c1"}, 24},
+	} {
+		for i, reg := range []*prometheus.Registry{reg1, reg2} {
+			if v, ok := metricValue(t, reg, c.name, c.labels); !ok || v != c.want {
+				t.Errorf("registry %d: %s%v = %v (present %v), want %v", i+1, c.name, c.labels, v, ok, c.want)
+			}
+		}
+	}
+}
+
+func TestMetricsCredentialsGauge(t *testing.T) {
+	const poolName = "metrics-test-credentials"
+	p := pool.Acquire(poolName)
+	defer pool.Release(poolName)
+	for _, id := range []string{"a", "b", "c", "d"} {
+		p.PutStored(&auth.Auth{ID: id, Provider: "claude", APIKey: "sk-" + id, Disabled: id == "d"})
+	}
+	now := clock.Now()
+	b, _ := p.Get("b")
+	b.RecordFailure("claude-x", failure.Verdict{Action: failure.Failover, Scope: failure.ScopeAll,
+		Reason: failure.ReasonAuthFailed, Until: now.Add(time.Hour)}, failure.Policy{}.WithDefaults(), now)
+
+	reg := prometheus.NewPedanticRegistry()
+	newObserver(reg, nil)
+	for state, want := range map[string]float64{"total": 4, "enabled": 3, "available": 2} {
+		v, ok := metricValue(t, reg, "caddy_llm_proxy_credentials", map[string]string{"pool": poolName, "state": state})
+		if !ok || v != want {
+			t.Errorf("credentials{state=%q} = %v (present %v), want %v", state, v, ok, want)
+		}
+	}
+
+	pool.Release(poolName)
+	if _, ok := metricValue(t, reg, "caddy_llm_proxy_credentials", map[string]string{"pool": poolName, "state": "total"}); ok {
+		t.Error("a released pool is still reported")
+	}
+	pool.Acquire(poolName) // for the deferred Release
+}
