@@ -5,7 +5,14 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 )
+
+// copyBuffers recycles the buffers responses are copied through.
+var copyBuffers = sync.Pool{New: func() any {
+	b := make([]byte, 32<<10)
+	return &b
+}}
 
 // errClientWrite marks a failed write to the client (the client left).
 var errClientWrite = errors.New("writing to client")
@@ -45,7 +52,9 @@ func (p *Proxy) copyResponse(w http.ResponseWriter, resp *http.Response, prefix 
 	if stream {
 		_ = rc.Flush()
 	}
-	buf := make([]byte, 32<<10)
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	buf := *bp
 	for {
 		n, rerr := resp.Body.Read(buf)
 		if n > 0 {
