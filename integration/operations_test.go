@@ -1,0 +1,220 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddy-llm-proxy/llmproxy/internal/mockllm"
+)
+
+// TestRescanPicksUpStorageChanges writes, disables and deletes records in the
+// storage directory by hand and sees traffic follow within rescan_interval,
+// with no reload and no admin call.
+func TestRescanPicksUpStorageChanges(t *testing.T) {
+	up := newUpstream(t, mockllmOpts())
+	dir := t.TempDir()
+	const pool = "rescan-periodic"
+	loadConfig(t, dir, fmt.Sprintf(`	llm_proxy {
+		pool %s
+		rescan_interval 100ms
+		routing {
+			strategy fill_first
+		}
+	}`, pool))
+	prefix := filepath.Join(dir, "llm_proxy", pool, "auths")
+	if err := os.MkdirAll(prefix, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	write := func(id, doc string) {
+		if err := os.WriteFile(filepath.Join(prefix, id+".json"), []byte(doc), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// eventually polls until the next request is served by want ("" = 503).
+	eventually := func(want string) {
+		t.Helper()
+		var got string
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			resp, _ := call(t, http.MethodPost, "/v1/messages", nil, conversation("rescan", "", 1))
+			got = resp.Header.Get("X-Mock-Credential")
+			if got == want && (want != "" || resp.StatusCode == 503) {
+				return
+			}
+		}
+		t.Fatalf("served by %q, want %q after the rescan", got, want)
+	}
+	eventually("")
+
+	// A CLIProxyAPI-style API-key record, copied in as is.
+	write("a", fmt.Sprintf(`{"type":"claude","api_key":"sk-ant-one","base_url":%q,"email":"a@example.com"}`, up.URL))
+	write("b", fmt.Sprintf(`{"provider":"claude","api_key":"sk-ant-two","base_url":%q}`, up.URL))
+	write("broken", `{"provider":`)
+	eventually("claude-1")
+
+	write("a", fmt.Sprintf(`{"type":"claude","api_key":"sk-ant-one","base_url":%q,"disabled":true}`, up.URL))
+	eventually("claude-2")
+
+	if err := os.Remove(filepath.Join(prefix, "b.json")); err != nil {
+		t.Fatal(err)
+	}
+	eventually("")
+}
+
+// TestBehindCaddyBasicAuth puts Caddy's own basic_auth in front of
+// llm_proxy without an access block: the client's Authorization header
+// never reaches the upstream, and the user is known to later handlers.
+func TestBehindCaddyBasicAuth(t *testing.T) {
+	up := newUpstream(t, mockllmOpts())
+	// bcrypt of "hunter2"
+	const hash = "$2a$14$kwQGdbFDgrI5B0rtJlwPb.t1ZN6TTtbFUHU1.qBiV1wwyFoZNuQkC"
+	loadConfig(t, t.TempDir(), fmt.Sprintf(`	basic_auth {
+		alice %s
+	}
+	header >X-User {http.auth.user.id}
+	llm_proxy {
+		pool behind-basic-auth
+		auth c1 {
+			provider claude
+			api_key sk-ant-one
+			base_url %s
+		}
+	}`, hash, up.URL))
+
+	resp, _ := call(t, http.MethodPost, "/v1/messages", nil, conversation("basic", "", 1))
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("no credentials: status %d", resp.StatusCode)
+	}
+	up.Reset()
+	req, _ := http.NewRequest(http.MethodPost, siteAddr+"/v1/messages", strings.NewReader(conversation("basic", "", 1)))
+	req.SetBasicAuth("alice", "hunter2")
+	r, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if r.StatusCode != 200 || r.Header.Get("X-User") != "alice" {
+		t.Fatalf("status %d user %q", r.StatusCode, r.Header.Get("X-User"))
+	}
+	got := up.Requests()[0].Header
+	if got.Get("Authorization") != "" || got.Get("X-Api-Key") != "sk-ant-one" {
+		t.Fatalf("upstream headers: Authorization %q x-api-key %q", got.Get("Authorization"), got.Get("X-Api-Key"))
+	}
+}
+
+// TestAccessLogFieldsAndKeyFilter checks the llm_proxy fields in Caddy's
+// access log and that the README's log filter keeps client keys out of it.
+func TestAccessLogFieldsAndKeyFilter(t *testing.T) {
+	up := newUpstream(t, mockllmOpts())
+	logFile := filepath.Join(t.TempDir(), "access.log")
+	loadConfig(t, t.TempDir(), fmt.Sprintf(`	log {
+		output file %s
+		format filter {
+			request>headers>X-Api-Key delete
+			request>headers>X-Goog-Api-Key delete
+			request>headers>Authorization delete
+			request>uri query {
+				delete key
+				delete auth_token
+			}
+			wrap json
+		}
+	}
+	llm_proxy {
+		pool access-log
+		auth c1 {
+			provider claude
+			api_key sk-ant-one
+			base_url %s
+		}
+		routing {
+			session_affinity on
+		}
+		access {
+			api_keys secret-client-key
+		}
+	}`, logFile, up.URL))
+
+	resp, body := call(t, http.MethodPost, "/v1/messages?key=secret-client-key", map[string]string{"x-api-key": "secret-client-key"},
+		conversation("logs", "3f0e9d52-6c0e-4a8e-9d7e-2b1f5e8c9a10", 1))
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	var entry map[string]any
+	for deadline := time.Now().Add(10 * time.Second); entry == nil && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		f, err := os.Open(logFile)
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			line := sc.Text()
+			if strings.Contains(line, "secret-client-key") || strings.Contains(line, "sk-ant-one") {
+				t.Fatalf("a key reached the access log: %s", line)
+			}
+			var m map[string]any
+			if json.Unmarshal([]byte(line), &m) == nil && m["llm_proxy.pool"] == "access-log" {
+				entry = m
+			}
+		}
+		f.Close()
+	}
+	if entry == nil {
+		t.Fatal("no access log entry with llm_proxy fields")
+	}
+	for k, want := range map[string]any{"llm_proxy.auth": "c1", "llm_proxy.attempts": float64(1), "llm_proxy.affinity": "miss"} {
+		if entry[k] != want {
+			t.Errorf("%s = %v, want %v", k, entry[k], want)
+		}
+	}
+}
+
+// TestClientDisconnectCoolsNothing: a client that leaves while the upstream
+// is still working charges no credential.
+func TestClientDisconnectCoolsNothing(t *testing.T) {
+	up := newUpstream(t, mockllmOpts())
+	loadConfig(t, t.TempDir(), fmt.Sprintf(`	llm_proxy {
+		pool disconnect
+		auth c1 {
+			provider claude
+			api_key sk-ant-one
+			base_url %[1]s
+		}
+		auth c2 {
+			provider claude
+			api_key sk-ant-two
+			base_url %[1]s
+		}
+		routing {
+			strategy fill_first
+		}
+	}`, up.URL))
+	up.SetFault("sk-ant-one", mockllm.Fault{Delay: 5 * time.Second, Times: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, siteAddr+"/v1/messages", strings.NewReader(conversation("gone", "", 1)))
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatal("request finished although the upstream was held")
+	}
+	// Wait until the mock saw the cancellation, then check c1 still serves.
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if st := up.Stats()["claude-1"]; st.Cancelled > 0 {
+			break
+		}
+	}
+	resp, _ := call(t, http.MethodPost, "/v1/messages", nil, conversation("gone", "", 1))
+	if got := resp.Header.Get("X-Mock-Credential"); got != "claude-1" {
+		t.Fatalf("after a client disconnect the next request went to %q; the first credential was cooled", got)
+	}
+	if n := len(up.Requests()); n != 2 {
+		t.Fatalf("upstream saw %d requests, want 2 (no failover for a client that left)", n)
+	}
+}
