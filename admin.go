@@ -335,11 +335,9 @@ func (ps poolAdmin) add(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return apiError(http.StatusBadRequest, "%v", err)
 	}
-	if _, err := ps.h.store.Save(r.Context(), a); err != nil {
+	if err := ps.h.saveStored(r.Context(), a); err != nil {
 		return apiError(http.StatusInternalServerError, "saving credential %q: %v", id, err)
 	}
-	ps.h.rememberStored(id, a)
-	ps.pool().PutStored(a)
 	adminLogger().Info("credential added", zap.String("pool", ps.h.Pool), zap.String("auth", id))
 	v, _ := ps.view(id)
 	return writeJSON(w, http.StatusCreated, v)
@@ -392,12 +390,11 @@ func (ps poolAdmin) patch(w http.ResponseWriter, r *http.Request, id string) err
 	if err := a.Validate(); err != nil {
 		return apiError(http.StatusBadRequest, "%v", err)
 	}
-	if _, err := ps.h.store.Save(r.Context(), a); err != nil {
+	// Installing the record drops the bindings of a credential that is now
+	// disabled.
+	if err := ps.h.saveStored(r.Context(), a); err != nil {
 		return apiError(http.StatusInternalServerError, "saving credential %q: %v", id, err)
 	}
-	ps.h.rememberStored(id, a)
-	// PutStored drops the bindings of a credential that is now disabled.
-	ps.pool().PutStored(a)
 	adminLogger().Info("credential changed", zap.String("pool", ps.h.Pool), zap.String("auth", id),
 		zap.Bool("disabled", a.Disabled), zap.Int("priority", a.Priority), zap.Int("weight", a.EffectiveWeight()))
 	v, _ := ps.view(id)
@@ -416,11 +413,9 @@ func (ps poolAdmin) delete(w http.ResponseWriter, r *http.Request, id string) er
 		return ps.unknownAuth(id)
 	}
 	dropped := ps.pool().Sessions.CountByAuth()[id]
-	if err := ps.h.store.Delete(r.Context(), id); err != nil {
+	if err := ps.h.deleteStored(r.Context(), id); err != nil {
 		return apiError(http.StatusInternalServerError, "deleting credential %q: %v", id, err)
 	}
-	ps.h.rememberStored(id, nil)
-	ps.pool().RemoveStored(id)
 	adminLogger().Info("credential deleted", zap.String("pool", ps.h.Pool), zap.String("auth", id))
 	return writeJSON(w, http.StatusOK, map[string]any{"id": id, "deleted": true, "sessions_dropped": dropped})
 }
@@ -484,46 +479,19 @@ type skippedRecord struct {
 // it found.
 func (ps poolAdmin) rescan(w http.ResponseWriter, r *http.Request) error {
 	h := ps.h
-	auths, ok := h.listStored(r.Context())
+	conflicts, ok := h.loadStored(r.Context())
 	if !ok {
 		return apiError(http.StatusInternalServerError, "listing credentials in storage failed (see Caddy's log); pool %q keeps its current ones", h.Pool)
 	}
-	res := rescanResult{Skipped: []skippedRecord{}}
+	res := rescanResult{Skipped: []skippedRecord{}, Conflicts: conflicts}
 	liveMu.Lock()
-	h.stored = auths
-	top := isTop(h)
+	res.Stored = len(h.stored) - len(conflicts)
 	for key, msg := range h.badRecords {
 		res.Skipped = append(res.Skipped, skippedRecord{Key: key, Error: msg})
 	}
 	liveMu.Unlock()
 	sort.Slice(res.Skipped, func(i, j int) bool { return res.Skipped[i].Key < res.Skipped[j].Key })
-	if top {
-		res.Conflicts = ps.pool().SetStored(auths)
-		for _, id := range res.Conflicts {
-			h.logger.Warn("skipping stored credential whose ID is declared inline", zap.String("auth", id))
-		}
-	}
-	res.Stored = len(auths) - len(res.Conflicts)
 	return writeJSON(w, http.StatusOK, res)
-}
-
-// rememberStored records an admin write in the handler's copy of the
-// stored records (a nil a removes id), so that restoring this handler's
-// credentials after a refused reload keeps the write.
-func (h *Handler) rememberStored(id string, a *auth.Auth) {
-	liveMu.Lock()
-	defer liveMu.Unlock()
-	out := make([]*auth.Auth, 0, len(h.stored)+1)
-	for _, s := range h.stored {
-		if s.ID != id {
-			out = append(out, s)
-		}
-	}
-	if a != nil {
-		out = append(out, a)
-		sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	}
-	h.stored = out
 }
 
 // splitID takes the "id" field out of a JSON object, keeping the order of

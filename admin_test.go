@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,7 +34,7 @@ type adminFixture struct {
 func newAdminFixture(t *testing.T, name, secret string, inline ...*auth.Auth) *adminFixture {
 	t.Helper()
 	root := t.TempDir()
-	h := &Handler{Pool: name, ManagementSecret: secret, logger: zap.NewNop()}
+	h := &Handler{Pool: name, ManagementSecret: secret, logger: zap.NewNop(), storeMu: new(sync.Mutex)}
 	h.pool = pool.Acquire(name)
 	h.store = auth.NewCaddyStore(&certmagic.FileStorage{Path: root}, "llm_proxy/"+name+"/auths")
 	h.inline = inline

@@ -125,6 +125,7 @@ type Handler struct {
 	logger     *zap.Logger
 	registry   *prometheus.Registry
 	stopRescan func()
+	storeMu    *sync.Mutex // serialises storage listings and admin writes
 }
 
 // InlineAuth is a credential declared in the config. Fields mean what they
@@ -233,6 +234,7 @@ var (
 // Provision sets up the handler.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	h.storeMu = new(sync.Mutex)
 	repl := caddy.NewReplacer()
 	if h.Pool == "" {
 		h.Pool = DefaultPool

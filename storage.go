@@ -3,6 +3,7 @@ package llmproxy
 import (
 	"context"
 	"slices"
+	"sort"
 	"sync"
 	"time"
 
@@ -47,22 +48,74 @@ func (h *Handler) warnBad(bad []auth.LoadError) {
 }
 
 // loadStored lists storage again and, when this handler's config is the one
-// serving the pool, installs the records at once.
-func (h *Handler) loadStored(ctx context.Context) {
+// serving the pool, installs the records at once. It returns the stored IDs
+// skipped because they are declared inline; ok is false when storage could
+// not be listed. Listing and installing hold h.storeMu, as admin writes do,
+// so a listing taken before an admin write never undoes it.
+func (h *Handler) loadStored(ctx context.Context) (conflicts []string, ok bool) {
+	h.storeMu.Lock()
+	defer h.storeMu.Unlock()
 	auths, ok := h.listStored(ctx)
 	if !ok {
-		return
+		return nil, false
 	}
 	liveMu.Lock()
 	h.stored = auths
 	top := isTop(h)
 	liveMu.Unlock()
 	if !top {
-		return
+		return nil, true
 	}
-	for _, id := range h.pool.SetStored(auths) {
+	conflicts = h.pool.SetStored(auths)
+	for _, id := range conflicts {
 		h.logger.Warn("skipping stored credential whose ID is declared inline", zap.String("auth", id))
 	}
+	return conflicts, true
+}
+
+// saveStored writes a record to storage and installs it in the pool at
+// once (for the admin API).
+func (h *Handler) saveStored(ctx context.Context, a *auth.Auth) error {
+	h.storeMu.Lock()
+	defer h.storeMu.Unlock()
+	if _, err := h.store.Save(ctx, a); err != nil {
+		return err
+	}
+	h.rememberStored(a.ID, a)
+	h.pool.PutStored(a)
+	return nil
+}
+
+// deleteStored deletes a record from storage and removes it from the pool
+// at once, dropping its bindings (for the admin API).
+func (h *Handler) deleteStored(ctx context.Context, id string) error {
+	h.storeMu.Lock()
+	defer h.storeMu.Unlock()
+	if err := h.store.Delete(ctx, id); err != nil {
+		return err
+	}
+	h.rememberStored(id, nil)
+	h.pool.RemoveStored(id)
+	return nil
+}
+
+// rememberStored records an admin write in the handler's copy of the
+// stored records (a nil a removes id), so that restoring this handler's
+// credentials after a refused reload keeps the write.
+func (h *Handler) rememberStored(id string, a *auth.Auth) {
+	liveMu.Lock()
+	defer liveMu.Unlock()
+	out := make([]*auth.Auth, 0, len(h.stored)+1)
+	for _, s := range h.stored {
+		if s.ID != id {
+			out = append(out, s)
+		}
+	}
+	if a != nil {
+		out = append(out, a)
+		sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	}
+	h.stored = out
 }
 
 // startRescan lists storage every RescanInterval until Cleanup.
