@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -209,4 +210,53 @@ func TestClaudeCodeSessionStaysOnOneCredential(t *testing.T) {
 		t.Errorf("session %s was served by %d credentials, want 1: %v", session, len(creds), creds)
 	}
 	t.Logf("session %s: %d upstream requests, credentials %v", session, len(sessionReqs), creds)
+}
+
+// TestClaudeCodeFailsOverOnRateLimit rate-limits two of the three
+// credentials at the upstream: Claude Code still gets its answer at once,
+// from the third, without seeing an error or retrying itself.
+func TestClaudeCodeFailsOverOnRateLimit(t *testing.T) {
+	claude := requireCLI(t, "claude", "CLAUDE_BIN")
+	caddyBin, mockBin := binaries(t)
+	m := startMock(t, mockBin)
+	c := startCaddy(t, caddyBin, m, claudePool)
+	for _, key := range []string{"sk-ant-one", "sk-ant-two"} {
+		fault := `{"key":"` + key + `","status":429,"headers":{"retry-after":"120"}}`
+		resp, err := http.Post(m.URL+"/_mock/faults", "application/json", strings.NewReader(fault))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode >= 300 {
+			t.Fatalf("setting a fault: %d", resp.StatusCode)
+		}
+	}
+
+	home := newHome(t)
+	work := filepath.Join(home, "work")
+	mkdir(t, work)
+	res := runCLI(t, "claude", claudeEnv(home, c.URL, clientKey), work, claude, "-p", "say hi")
+	if res.err != nil {
+		t.Fatalf("claude -p failed although one credential was healthy: %v", res.err)
+	}
+	if !strings.Contains(res.stdout, mockReplyText) {
+		t.Errorf("claude output %q does not contain the mock reply", res.stdout)
+	}
+	reqs := m.requests(t)
+	logRequests(t, reqs)
+	per := map[string]int{}
+	for _, r := range reqs {
+		if isMessages(r) {
+			per[r.Credential]++
+		}
+	}
+	if per["claude-3"] == 0 {
+		t.Fatalf("no request reached the healthy credential: %v", per)
+	}
+	// Each rate-limited credential is tried at most once: it then cools
+	// for the hinted 120s, so later turns go straight to claude-3.
+	if per["claude-1"] > 1 || per["claude-2"] > 1 {
+		t.Errorf("a rate-limited credential was tried more than once: %v", per)
+	}
+	assertNoClientKey(t, reqs)
 }
