@@ -109,6 +109,21 @@ for k in claude-1 claude-2 claude-3; do
 done
 echo
 echo "$sticky of 9 conversations kept their credential on turn 2."
+
+echo
+echo "==> claude-2 starts answering 429 (retry-after: 120) at the upstream:"
+curl -fsS -o /dev/null "$MOCK_URL/_mock/faults" -H "content-type: application/json" \
+	-d '{"key":"sk-ant-demo-two","status":429,"headers":{"retry-after":"120"}}'
+moved_ok=0
+for c in $(seq 9); do
+	[ "${first[$c]}" = "claude-2" ] || continue
+	got=$(send "$c" 3)
+	printf '    conversation %d (was on claude-2), turn 3 -> %s\n' "$c" "$got"
+	[ -n "$got" ] && [ "$got" != "claude-2" ] && moved_ok=$((moved_ok + 1))
+done
+echo "    the client never saw the 429; claude-2 now rests for the hinted 120s:"
+curl -fsS "http://127.0.0.1:$ADMIN_PORT/llm_proxy/pools/demo/auths" | tr '{' '\n' | grep -o '"model":"[^"]*","until":"[^"]*"' | sed 's/^/    cooldown /' | head -3
+echo
 echo "A wrong client key is refused:"
 curl -sS "http://127.0.0.1:$SITE_PORT/v1/messages" -H "x-api-key: wrong" -d '{}' ; echo
-[ "$sticky" -eq 9 ]
+[ "$sticky" -eq 9 ] && [ "$moved_ok" -eq 3 ]
