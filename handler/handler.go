@@ -114,7 +114,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 	res := p.serve(w, r, req)
-	p.annotate(r, req, res)
+	if res.attempts == 0 {
+		// Attempts set the placeholders themselves, before writing.
+		p.annotate(r, req, res)
+	}
 	if p.Observer != nil {
 		p.Observer.Request(p.Pool.Name(), res.authID, res.status, res.attempts, res.decision)
 	}
