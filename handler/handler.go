@@ -6,6 +6,7 @@
 package handler
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -283,6 +284,9 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, sel
 		status, header = resp.StatusCode, resp.Header
 		if status >= 400 {
 			body, _ = io.ReadAll(io.LimitReader(resp.Body, errorBodyLimit))
+			// An upstream error may quote the credential; it never
+			// reaches the client.
+			body = redactSecrets(body, a)
 		}
 	}
 	now := p.Now()
@@ -370,6 +374,17 @@ func (p *Proxy) writeLast(w http.ResponseWriter, fam apifamily.Family, last *las
 	w.WriteHeader(last.status)
 	_, _ = w.Write(last.body)
 	return last.status
+}
+
+// redactSecrets replaces the credential's key or token wherever an upstream
+// error body quotes it.
+func redactSecrets(body []byte, a *auth.Auth) []byte {
+	for _, secret := range [...]string{a.APIKey, a.AccessToken, a.RefreshToken} {
+		if len(secret) >= 8 && bytes.Contains(body, []byte(secret)) {
+			body = bytes.ReplaceAll(body, []byte(secret), []byte("[redacted]"))
+		}
+	}
+	return body
 }
 
 // soonestRecovery is the earliest time any eligible credential recovers for

@@ -139,3 +139,15 @@ func TestReadBodyLimit(t *testing.T) {
 		t.Errorf("chunked body over the limit: %v", err)
 	}
 }
+
+func TestRedactSecrets(t *testing.T) {
+	a := &auth.Auth{APIKey: "sk-upstream-secret-1234", AccessToken: "short"}
+	got := string(redactSecrets([]byte(`{"error":{"message":"Incorrect API key provided: sk-upstream-secret-1234."}}`), a))
+	if strings.Contains(got, "sk-upstream-secret-1234") || !strings.Contains(got, "[redacted]") {
+		t.Fatalf("secret not redacted: %s", got)
+	}
+	// Very short values are not treated as secrets to hunt for.
+	if got := string(redactSecrets([]byte("a short answer"), a)); got != "a short answer" {
+		t.Fatalf("short value redacted: %s", got)
+	}
+}

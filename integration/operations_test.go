@@ -218,3 +218,26 @@ func TestClientDisconnectCoolsNothing(t *testing.T) {
 		t.Fatalf("upstream saw %d requests, want 2 (no failover for a client that left)", n)
 	}
 }
+
+// TestUpstreamErrorNeverLeaksTheCredential: an upstream error that quotes
+// the key it was given reaches the client with the key redacted.
+func TestUpstreamErrorNeverLeaksTheCredential(t *testing.T) {
+	up := newUpstream(t, mockllmOpts())
+	loadConfig(t, t.TempDir(), fmt.Sprintf(`	llm_proxy {
+		pool redact
+		auth c1 {
+			provider openai
+			api_key sk-oai-one
+			base_url %s
+		}
+	}`, up.URL))
+	up.SetFault("sk-oai-one", mockllm.Fault{Status: 401,
+		Body: `{"error":{"message":"Incorrect API key provided: sk-oai-one. See your settings.","type":"invalid_request_error","code":"invalid_api_key"}}`})
+	resp, body := call(t, http.MethodPost, "/v1/chat/completions", nil, `{"model":"gpt-5","messages":[{"role":"user","content":"hi"}]}`)
+	if resp.StatusCode != 401 {
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	if strings.Contains(string(body), "sk-oai-one") || !strings.Contains(string(body), "[redacted]") {
+		t.Fatalf("upstream key in the client's answer: %s", body)
+	}
+}
