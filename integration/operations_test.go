@@ -196,9 +196,18 @@ func TestClientDisconnectCoolsNothing(t *testing.T) {
 			strategy fill_first
 		}
 	}`, up.URL))
-	up.SetFault("sk-ant-one", mockllm.Fault{Delay: 5 * time.Second, Times: 1})
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	up.SetFault("sk-ant-one", mockllm.Fault{Delay: time.Minute, Times: 1})
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	// Leave once the upstream holds the request.
+	go func() {
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if len(up.Requests()) > 0 {
+				break
+			}
+		}
+		cancel()
+	}()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, siteAddr+"/v1/messages", strings.NewReader(conversation("gone", "", 1)))
 	if resp, err := http.DefaultClient.Do(req); err == nil {
 		resp.Body.Close()
