@@ -165,3 +165,11 @@ func TestMain(m *testing.M) {
 }
 
 func mockllmOpts() mockllm.Options { return mockllm.Options{} }
+
+// newTesterJSON loads a JSON config through the admin API.
+func newTesterJSON(t *testing.T, cfg string) *caddytest.Tester {
+	t.Helper()
+	tester := caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{TestRequestTimeout: 20 * time.Second})
+	tester.InitServer(cfg, "json")
+	return tester
+}

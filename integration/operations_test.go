@@ -250,3 +250,37 @@ func TestUpstreamErrorNeverLeaksTheCredential(t *testing.T) {
 		t.Fatalf("upstream key in the client's answer: %s", body)
 	}
 }
+
+// TestJSONConfig loads a hand-written JSON config shaped like the README's
+// example (string durations, providers list) through the admin API.
+func TestJSONConfig(t *testing.T) {
+	up := newUpstream(t, mockllmOpts())
+	cfg := fmt.Sprintf(`{
+  "admin": {"listen": %q},
+  "storage": {"module": "file_system", "root": %q},
+  "apps": {"http": {"servers": {"json": {
+    "listen": [":9080"],
+    "routes": [{"handle": [{
+      "handler": "llm_proxy",
+      "pool": "json-config",
+      "auths": [
+        {"id": "c1", "provider": "claude", "api_key": "sk-ant-one", "base_url": %q},
+        {"id": "c2", "provider": "claude", "api_key": "sk-ant-two", "base_url": %q, "weight": 0}
+      ],
+      "rescan_interval": "1h",
+      "routing": {"strategy": "weighted_round_robin", "session_affinity": true, "session_affinity_ttl": "2h"},
+      "access": {"api_keys": ["k1"], "providers": [{"provider": "config_api_key", "keys": ["k2"]}]},
+      "retry": {"max_attempts": 2, "wait_for_cooldown": "1s"},
+      "cooldown": {"rate_limit": "2s", "rate_limit_max": "1m"},
+      "max_request_body": 1048576
+    }]}]
+  }}}}
+}`, adminAddr, t.TempDir(), up.URL, up.URL)
+	newTesterJSON(t, cfg)
+	for _, key := range []string{"k1", "k2"} {
+		resp, body := call(t, http.MethodPost, "/v1/messages", map[string]string{"x-api-key": key}, conversation("json", "", 1))
+		if resp.StatusCode != 200 || resp.Header.Get("X-Mock-Credential") != "claude-1" {
+			t.Fatalf("key %s: status %d from %q: %s", key, resp.StatusCode, resp.Header.Get("X-Mock-Credential"), body)
+		}
+	}
+}
