@@ -151,6 +151,9 @@ func (c *Credential) RecordFailure(model string, v failure.Verdict, p failure.Po
 		}
 		m := c.models[model]
 		if m == nil {
+			if len(c.models) >= maxModelCooldowns {
+				c.pruneModels(now)
+			}
 			m = &modelCool{}
 			c.models[model] = m
 		}
@@ -167,6 +170,20 @@ func (c *Credential) RecordFailure(model string, v failure.Verdict, p failure.Po
 		c.coolMax.Store(n)
 	}
 	return until
+}
+
+// maxModelCooldowns bounds the per-model entries of one credential (model
+// names come from clients); past it, entries no longer cooling are dropped.
+const maxModelCooldowns = 1024
+
+// pruneModels drops model entries that no longer cool, keeping 429 ladders
+// only of models still cooling. Must hold c.mu.
+func (c *Credential) pruneModels(now time.Time) {
+	for model, m := range c.models {
+		if !m.until.After(now) {
+			delete(c.models, model)
+		}
+	}
 }
 
 // RecordSuccess counts a success and resets the 429 backoff ladder of model.

@@ -19,6 +19,10 @@ import (
 	"github.com/caddy-llm-proxy/llmproxy/session"
 )
 
+// maxSets bounds the eligible sets (and strategy cursors) kept per pool;
+// there is one per API family and model name seen.
+const maxSets = 4096
+
 // pools holds every pool in use by any loaded config, keyed by name.
 var pools = caddy.NewUsagePool()
 
@@ -311,9 +315,12 @@ func (p *Pool) Eligible(family apifamily.Family, model string) *Eligible {
 	for i := range e.Creds {
 		e.Creds[i] = byID[set.At(i).ID]
 	}
-	if len(p.sets) > 4096 {
-		// Models come from clients; bound the cache.
+	if len(p.sets) >= maxSets {
+		// Model names come from clients: bound the sets and the
+		// strategies' memory of them. Cursors of the models in use start
+		// over, which only shifts where their round robin resumes.
 		clear(p.sets)
+		p.Strategy.Forget(func(string) bool { return false })
 	}
 	p.sets[k] = e
 	return e

@@ -149,3 +149,32 @@ func TestPoolOutlivesOneUser(t *testing.T) {
 		t.Fatal("pool kept after its last user left")
 	}
 }
+
+func TestClientModelNamesAreBounded(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	c := newCredential(rec("a", "claude"))
+	p := failure.Policy{}.WithDefaults()
+	for i := 0; i < 3*maxModelCooldowns; i++ {
+		c.RecordFailure(string(rune('a'+i%26))+time.Duration(i).String(), failure.Verdict{Action: failure.Failover, Scope: failure.ScopeModel}, p, now)
+		now = now.Add(2 * time.Second) // each cooldown (1s) is over before the next
+	}
+	c.mu.Lock()
+	n := len(c.models)
+	c.mu.Unlock()
+	if n > maxModelCooldowns {
+		t.Fatalf("%d per-model entries kept", n)
+	}
+
+	pl := Acquire("pool-test-bounded")
+	defer Release("pool-test-bounded")
+	pl.SetMembers([]*auth.Auth{rec("c1", "claude")}, nil)
+	for i := 0; i < maxSets+10; i++ {
+		pl.Eligible(apifamily.Anthropic, "model-"+time.Duration(i).String())
+	}
+	pl.mu.RLock()
+	n = len(pl.sets)
+	pl.mu.RUnlock()
+	if n > maxSets {
+		t.Fatalf("%d eligible sets kept", n)
+	}
+}
