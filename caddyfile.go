@@ -12,6 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
 
+	"github.com/caddy-llm-proxy/llmproxy/auth"
 	"github.com/caddy-llm-proxy/llmproxy/selector"
 )
 
@@ -19,12 +20,6 @@ func init() {
 	httpcaddyfile.RegisterHandlerDirective("llm_proxy", parseCaddyfile)
 	httpcaddyfile.RegisterDirectiveOrder("llm_proxy", httpcaddyfile.Before, "reverse_proxy")
 }
-
-// providers are the credential providers the Caddyfile accepts.
-var providers = []string{"claude", "openai", "codex", "gemini", "openai_compatible"}
-
-// maxWeight is the largest credential weight.
-const maxWeight = 1_000_000
 
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	m := new(Handler)
@@ -259,8 +254,8 @@ func parseAuth(d *caddyfile.Dispenser, ids map[string]bool) (*InlineAuth, error)
 			if a.Provider, err = one(); err != nil {
 				return nil, err
 			}
-			if !slices.Contains(providers, a.Provider) {
-				return nil, d.Errf("auth %q: unknown provider %q; expected one of %s", a.ID, a.Provider, strings.Join(providers, ", "))
+			if !slices.Contains(auth.Providers(), a.Provider) {
+				return nil, d.Errf("auth %q: unknown provider %q; expected one of %s", a.ID, a.Provider, strings.Join(auth.Providers(), ", "))
 			}
 		case "api_key":
 			a.APIKey, err = one()
@@ -292,8 +287,8 @@ func parseAuth(d *caddyfile.Dispenser, ids map[string]bool) (*InlineAuth, error)
 			var v string
 			if v, err = one(); err == nil {
 				n, perr := strconv.Atoi(v)
-				if perr != nil || n < 0 || n > maxWeight {
-					return nil, d.Errf("auth %q: bad weight %q: want an integer from 0 to %d", a.ID, v, maxWeight)
+				if perr != nil || n < 0 || n > auth.MaxWeight {
+					return nil, d.Errf("auth %q: bad weight %q: want an integer from 0 to %d", a.ID, v, auth.MaxWeight)
 				}
 				a.Weight = &n
 			}
@@ -318,7 +313,7 @@ func parseAuth(d *caddyfile.Dispenser, ids map[string]bool) (*InlineAuth, error)
 		}
 	}
 	if a.Provider == "" {
-		return nil, d.Errf("auth %q: provider is required (one of %s)", a.ID, strings.Join(providers, ", "))
+		return nil, d.Errf("auth %q: provider is required (one of %s)", a.ID, strings.Join(auth.Providers(), ", "))
 	}
 	if a.APIKey == "" && a.AccessToken == "" {
 		return nil, d.Errf("auth %q: needs api_key or access_token", a.ID)
