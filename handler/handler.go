@@ -225,19 +225,11 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, req *parsed) resul
 			last = lf
 			av.now = p.Now()
 		}
-		if last != nil {
-			res.status = p.writeLast(w, fam, last, e, req.model)
-			return res
-		}
-		// Nothing was tried: every eligible credential is cooling, or none
-		// may take a new session (weight 0).
+		// No credential is left to try. With wait_for_cooldown, wait once
+		// for the soonest recovery if it is near enough, then try again.
 		soonest := soonestRecovery(e, req.model, av.now)
-		if soonest.IsZero() {
-			res.status = http.StatusServiceUnavailable
-			apifamily.WriteError(w, fam, res.status, apifamily.KindUnavailable, noCredentialMessage(fam, req.model), 0)
-			return res
-		}
-		if !waited && p.WaitForCooldown > 0 && soonest.Sub(av.now) <= p.WaitForCooldown {
+		budgetLeft := p.MaxAttempts <= 0 || res.attempts < p.MaxAttempts
+		if !waited && budgetLeft && p.WaitForCooldown > 0 && !soonest.IsZero() && soonest.Sub(av.now) <= p.WaitForCooldown {
 			waited = true
 			t := time.NewTimer(soonest.Sub(av.now))
 			select {
@@ -248,6 +240,17 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, req *parsed) resul
 				res.status = 499
 				return res
 			}
+		}
+		if last != nil {
+			res.status = p.writeLast(w, fam, last, e, req.model)
+			return res
+		}
+		// Nothing was tried: every eligible credential is cooling, or none
+		// may take a new session (weight 0).
+		if soonest.IsZero() {
+			res.status = http.StatusServiceUnavailable
+			apifamily.WriteError(w, fam, res.status, apifamily.KindUnavailable, noCredentialMessage(fam, req.model), 0)
+			return res
 		}
 		res.status = http.StatusTooManyRequests
 		retry := retryAfterSeconds(soonest, av.now)
