@@ -380,7 +380,10 @@ func (h *Handler) inlineAuths(repl *caddy.Replacer) ([]*auth.Auth, error) {
 			}
 		}
 		if err := a.Validate(); err != nil {
-			return nil, fmt.Errorf("auth %q: %v", ia.ID, err)
+			if a.APIKey == "" && a.AccessToken == "" && (ia.APIKey != "" || ia.AccessToken != "") {
+				return nil, fmt.Errorf("%v (its value %q expanded to nothing; is the environment variable set?)", err, ia.APIKey+ia.AccessToken)
+			}
+			return nil, err
 		}
 		out = append(out, a)
 	}
