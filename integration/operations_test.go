@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -282,5 +283,52 @@ func TestJSONConfig(t *testing.T) {
 		if resp.StatusCode != 200 || resp.Header.Get("X-Mock-Credential") != "claude-1" {
 			t.Fatalf("key %s: status %d from %q: %s", key, resp.StatusCode, resp.Header.Get("X-Mock-Credential"), body)
 		}
+	}
+}
+
+// TestTLSUpstreamThroughCaddyTransport sends requests to an HTTPS upstream
+// through the configured reverse_proxy HTTP transport (here with
+// tls_insecure_skip_verify for the test's self-signed certificate) and
+// checks that HTTP/2 is negotiated, as it would be with a real provider.
+func TestTLSUpstreamThroughCaddyTransport(t *testing.T) {
+	m := mockllm.New(mockllm.Options{Keys: mockKeys})
+	protos := make(chan string, 4)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case protos <- r.Proto:
+		default:
+		}
+		m.ServeHTTP(w, r)
+	}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	defer srv.Close()
+
+	site := fmt.Sprintf(`	llm_proxy {
+		pool tls-upstream
+		auth c1 {
+			provider claude
+			api_key sk-ant-one
+			base_url %s
+		}
+		transport http {
+			tls_insecure_skip_verify
+		}
+	}`, srv.URL)
+	loadConfig(t, t.TempDir(), site)
+	resp, body := call(t, http.MethodPost, "/v1/messages", nil, conversation("tls", "", 1))
+	if resp.StatusCode != 200 || resp.Header.Get("X-Mock-Credential") != "claude-1" {
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	if p := <-protos; p != "HTTP/2.0" {
+		t.Fatalf("upstream spoke %s, want HTTP/2.0", p)
+	}
+
+	// Without the transport option the self-signed certificate is refused:
+	// the default transport verifies upstream certificates.
+	loadConfig(t, t.TempDir(), strings.Replace(site, "\t\ttransport http {\n\t\t\ttls_insecure_skip_verify\n\t\t}\n", "", 1))
+	resp, body = call(t, http.MethodPost, "/v1/messages", nil, conversation("tls", "", 1))
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("unverified upstream certificate accepted: %d %s", resp.StatusCode, body)
 	}
 }
