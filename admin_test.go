@@ -192,8 +192,10 @@ func TestLockoutAfterFiveWrongSecrets(t *testing.T) {
 		w := adminCall(t, attacker, http.MethodGet, path, "", bearer("guess"))
 		wantStatus(t, w, http.StatusUnauthorized)
 	}
+	// The fifth wrong secret is still a 401, and says the address is now
+	// locked out.
 	w := adminCall(t, attacker, http.MethodGet, path, "", bearer("guess"))
-	wantStatus(t, w, http.StatusTooManyRequests)
+	wantStatus(t, w, http.StatusUnauthorized)
 	if got := w.Header().Get("Retry-After"); got != "1800" {
 		t.Fatalf("Retry-After %q, want 1800", got)
 	}

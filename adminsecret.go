@@ -44,9 +44,15 @@ func checkManagementSecret(w http.ResponseWriter, r *http.Request, h *Handler) e
 	}
 	if !secretMatches(secret, presented) {
 		if until, locked := adminLockouts.fail(addr, now); locked {
+			// This try is still answered as a wrong secret (401); from now
+			// on the address gets 429 until the lock-out ends.
 			adminLogger().Warn("too many wrong management secrets; address locked out",
 				zap.String("remote_ip", addr), zap.Time("until", until))
-			return lockedOut(w, until, now)
+			w.Header().Set("Retry-After", strconv.Itoa(lockoutSeconds(until, now)))
+			w.Header().Set("WWW-Authenticate", `Bearer realm="llm_proxy", error="invalid_token"`)
+			return apiError(http.StatusUnauthorized,
+				"wrong management secret for pool %q; too many wrong secrets from this address: locked out until %s, even with the right secret",
+				h.Pool, until.UTC().Format(time.RFC3339))
 		}
 		w.Header().Set("WWW-Authenticate", `Bearer realm="llm_proxy", error="invalid_token"`)
 		return apiError(http.StatusUnauthorized, "wrong management secret for pool %q", h.Pool)
@@ -55,11 +61,12 @@ func checkManagementSecret(w http.ResponseWriter, r *http.Request, h *Handler) e
 	return nil
 }
 
+func lockoutSeconds(until, now time.Time) int {
+	return max(1, int(until.Sub(now).Round(time.Second)/time.Second))
+}
+
 func lockedOut(w http.ResponseWriter, until, now time.Time) error {
-	secs := int(until.Sub(now).Round(time.Second) / time.Second)
-	if secs < 1 {
-		secs = 1
-	}
+	secs := lockoutSeconds(until, now)
 	w.Header().Set("Retry-After", strconv.Itoa(secs))
 	return apiError(http.StatusTooManyRequests,
 		"too many wrong management secrets from this address: locked out until %s (%d seconds); even the right secret is refused until then",
