@@ -232,3 +232,19 @@ func mentionsMissingModel(msg string) bool {
 	return strings.Contains(m, "model") &&
 		(strings.Contains(m, "not found") || strings.Contains(m, "does not exist"))
 }
+
+// ClassifyModelRequest is Classify for a request that names a model, such as
+// a generation request: there a 404 means the credential does not serve the
+// model (or deployment), however the upstream words it (providers and
+// OpenAI-compatible servers all phrase it differently), so every 404 cools
+// that model on the credential for ModelNotFound and fails over. Requests
+// without a model (GET /v1/models, a response or batch by ID) use Classify,
+// where only a 404 that says so is about the model.
+func ClassifyModelRequest(p Policy, status int, h http.Header, body []byte, err error, clientCtxErr error, now time.Time) Verdict {
+	v := Classify(p, status, h, body, err, clientCtxErr, now)
+	if status == http.StatusNotFound && err == nil && v.Action == Return {
+		p = p.WithDefaults()
+		v = withHint(Verdict{Action: Failover, Scope: ScopeModel, Reason: ReasonModelNotFound}, now.Add(p.ModelNotFound), h, body, now)
+	}
+	return v
+}

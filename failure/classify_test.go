@@ -298,3 +298,26 @@ func TestReasonsDocumented(t *testing.T) {
 		t.Errorf("reasons = %s, want %s", got, want)
 	}
 }
+
+func TestClassifyModelRequest(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	p := Policy{ModelNotFound: 5 * time.Hour}
+	// A bare 404 of a generation request is about the model.
+	v := ClassifyModelRequest(p, 404, nil, []byte(`{"detail":"Not Found"}`), nil, nil, now)
+	if v.Action != Failover || v.Scope != ScopeModel || v.Reason != ReasonModelNotFound || !v.Until.Equal(now.Add(5*time.Hour)) {
+		t.Fatalf("bare 404 of a model request: %+v", v)
+	}
+	// Without a model the same 404 goes back to the client.
+	if v := Classify(p, 404, nil, []byte(`{"detail":"Not Found"}`), nil, nil, now); v.Action != Return {
+		t.Fatalf("bare 404 without a model: %+v", v)
+	}
+	// Everything else is as Classify says.
+	for _, status := range []int{200, 400, 401, 429, 500} {
+		if a, b := ClassifyModelRequest(p, status, nil, nil, nil, nil, now), Classify(p, status, nil, nil, nil, nil, now); a != b {
+			t.Errorf("status %d: %+v vs %+v", status, a, b)
+		}
+	}
+	if v := ClassifyModelRequest(p, 404, nil, nil, nil, context.Canceled, now); v.Action != Stop {
+		t.Fatalf("client gone: %+v", v)
+	}
+}

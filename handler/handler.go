@@ -293,7 +293,11 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, sel
 		}
 	}
 	now := p.Now()
-	v := failure.Classify(p.Policy, status, header, body, err, ctx.Err(), now)
+	classify := failure.Classify
+	if req.model != "" {
+		classify = failure.ClassifyModelRequest
+	}
+	v := classify(p.Policy, status, header, body, err, ctx.Err(), now)
 	if p.Observer != nil {
 		p.Observer.Attempt(p.Pool.Name(), cred.ID(), status, ttfb, v)
 	}
