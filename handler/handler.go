@@ -308,13 +308,14 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, sel
 				zap.String("model", req.model), zap.Int("attempt", n)}, fields...)...)
 		}
 	}
+	logf(zap.DebugLevel, "upstream attempt", zap.Int("status", status), zap.String("outcome", v.Reason),
+		zap.Duration("ttfb", ttfb), zap.Error(err))
 
 	switch v.Action {
 	case failure.Stop:
 		if resp != nil {
 			resp.Body.Close()
 		}
-		logf(zap.DebugLevel, "client went away", zap.Error(err))
 		return true, &lastFailure{status: 499}
 	case failure.Failover:
 		if resp != nil {
@@ -331,7 +332,6 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, sel
 	}
 
 	// Success or a client error returned as is.
-	logf(zap.DebugLevel, "upstream answered", zap.Int("status", status), zap.Duration("ttfb", ttfb))
 	if v.Action == failure.Success {
 		cred.RecordSuccess(req.model)
 		if p.Affinity != nil {
