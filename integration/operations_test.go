@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2/caddytest"
+
 	"github.com/caddy-llm-proxy/llmproxy/internal/mockllm"
 )
 
@@ -330,5 +332,66 @@ func TestTLSUpstreamThroughCaddyTransport(t *testing.T) {
 	resp, body = call(t, http.MethodPost, "/v1/messages", nil, conversation("tls", "", 1))
 	if resp.StatusCode != http.StatusBadGateway {
 		t.Fatalf("unverified upstream certificate accepted: %d %s", resp.StatusCode, body)
+	}
+}
+
+// TestLogsNameCredentialsNeverKeys runs a failover with Caddy's logs at
+// DEBUG and checks the attempt lines, the failover warning, and that no
+// key or token appears in any log line.
+func TestLogsNameCredentialsNeverKeys(t *testing.T) {
+	up := newUpstream(t, mockllmOpts())
+	logFile := filepath.Join(t.TempDir(), "caddy.log")
+	site := fmt.Sprintf(`	llm_proxy {
+		pool log-secrets
+		auth first {
+			provider claude
+			api_key sk-ant-one
+			base_url %[1]s
+		}
+		auth second {
+			provider claude
+			access_token oat-claude
+			base_url %[1]s
+		}
+		routing {
+			strategy fill_first
+		}
+		access {
+			api_keys client-log-key
+		}
+	}`, up.URL)
+	cfg := strings.Replace(caddyfile(t.TempDir(), site), "{\n\tadmin", fmt.Sprintf("{\n\tlog {\n\t\toutput file %s\n\t\tlevel DEBUG\n\t}\n\tadmin", logFile), 1)
+	caddytest.NewTester(t).InitServer(cfg, "caddyfile")
+	up.SetFault("sk-ant-one", mockllm.Fault{Status: 429, Headers: map[string]string{"retry-after": "30"}, Times: 1})
+	resp, body := call(t, http.MethodPost, "/v1/messages?key=client-log-key", nil, conversation("logs", "", 1))
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	var attempts, warns int
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && (attempts < 2 || warns < 1); time.Sleep(50 * time.Millisecond) {
+		b, err := os.ReadFile(logFile)
+		if err != nil {
+			continue
+		}
+		attempts, warns = 0, 0
+		for _, line := range strings.Split(string(b), "\n") {
+			for _, secret := range []string{"sk-ant-one", "oat-claude", "client-log-key"} {
+				if strings.Contains(line, secret) {
+					t.Fatalf("a key reached Caddy's log: %s", line)
+				}
+			}
+			if !strings.Contains(line, `"logger":"http.handlers.llm_proxy"`) || !strings.Contains(line, `"pool":"log-secrets"`) {
+				continue
+			}
+			if strings.Contains(line, `"msg":"upstream attempt"`) {
+				attempts++
+			}
+			if strings.Contains(line, `"level":"warn"`) && strings.Contains(line, `"auth":"first"`) {
+				warns++
+			}
+		}
+	}
+	if attempts < 2 || warns < 1 {
+		t.Fatalf("want 2 DEBUG attempt lines and a WARN for the failover, got %d and %d", attempts, warns)
 	}
 }
