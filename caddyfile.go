@@ -196,6 +196,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 		switch opt {
 		case "pool":
+			if !strings.Contains(val, "{") && !validPoolName(val) {
+				return d.Errf("bad pool name %q: use letters, digits, '.', '_' and '-'", val)
+			}
 			h.Pool = val
 		case "storage_prefix":
 			h.StoragePrefix = val

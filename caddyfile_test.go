@@ -84,6 +84,7 @@ func TestCaddyfileAdaptErrors(t *testing.T) {
 		{"bad max_attempts", wrap(auth + "\t\tretry {\n\t\t\tmax_attempts 0\n\t\t}\n"), `retry: bad max_attempts "0"`, 0},
 		{"unknown retry option", wrap(auth + "\t\tretry {\n\t\t\tbackoff 1s\n\t\t}\n"), `retry: unknown option "backoff"`, 0},
 		{"pool arity", wrap(auth + "\t\tpool a b\n"), `wrong argument count`, 7},
+		{"bad pool name", wrap(auth + "\t\tpool ../../etc\n"), `bad pool name "../../etc"`, 7},
 		{"auth without id", wrap("\t\tauth {\n\t\t}\n"), `auth needs an ID`, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -240,6 +240,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.Pool = DefaultPool
 	}
 	h.Pool = repl.ReplaceKnown(h.Pool, "")
+	if !validPoolName(h.Pool) {
+		return fmt.Errorf("bad pool name %q: use letters, digits, '.', '_' and '-' (it names the storage prefix and admin routes)", h.Pool)
+	}
 
 	h.registry = ctx.GetMetricsRegistry()
 	configPoolsMu.Lock()
@@ -480,6 +483,22 @@ func (h *Handler) provisionStore(ctx caddy.Context, repl *caddy.Replacer) error 
 	}
 	h.store = auth.NewCaddyStore(storage, prefix)
 	return nil
+}
+
+// validPoolName reports whether a pool name is safe in storage keys and
+// admin paths.
+func validPoolName(name string) bool {
+	if name == "" || name == "." || name == ".." || len(name) > 128 {
+		return false
+	}
+	for _, c := range name {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '.', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // Validate checks the config.
