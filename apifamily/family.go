@@ -5,6 +5,7 @@
 package apifamily
 
 import (
+	"net/http"
 	"strings"
 
 	"github.com/tidwall/gjson"
@@ -63,7 +64,7 @@ type Route struct {
 //	/v1/messages*                         Anthropic
 //	/v1/chat/completions, /v1/completions,
 //	/v1/responses*, /v1/embeddings,
-//	/v1/models                            OpenAI
+//	/v1/models, /v1/models/{id}           OpenAI (see ParseRequest)
 //	/v1beta/models/{model}:{action},
 //	/v1/models/{model}:{action}           Gemini
 //
@@ -74,6 +75,10 @@ func Parse(path string) (r Route, ok bool) {
 		return Route{Family: Anthropic}, true
 	case path == "/v1/chat/completions", path == "/v1/completions", path == "/v1/embeddings",
 		path == "/v1/models", path == "/v1/responses", strings.HasPrefix(path, "/v1/responses/"):
+		return Route{Family: OpenAI}, true
+	}
+	if id, ok := strings.CutPrefix(path, "/v1/models/"); ok && id != "" && !strings.ContainsAny(id, ":/") {
+		// GET /v1/models/{id}: one model's metadata.
 		return Route{Family: OpenAI}, true
 	}
 	for _, prefix := range [...]string{"/v1beta/models/", "/v1/models/"} {
@@ -88,6 +93,17 @@ func Parse(path string) (r Route, ok bool) {
 		return Route{Family: Gemini, Model: model}, true
 	}
 	return Route{}, false
+}
+
+// ParseRequest is Parse with the request's headers: the model listing
+// (/v1/models and /v1/models/{id}) exists in both the OpenAI and the
+// Anthropic API, and a request carrying anthropic-version is Anthropic's.
+func ParseRequest(path string, h http.Header) (Route, bool) {
+	r, ok := Parse(path)
+	if ok && r.Family == OpenAI && (path == "/v1/models" || strings.HasPrefix(path, "/v1/models/")) && h.Get("Anthropic-Version") != "" {
+		r.Family = Anthropic
+	}
+	return r, ok
 }
 
 // BodyModel returns the "model" field of a JSON request body, or "".

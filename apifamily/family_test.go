@@ -2,6 +2,7 @@ package apifamily
 
 import (
 	"encoding/json"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -23,6 +24,7 @@ func TestParse(t *testing.T) {
 		{"/v1/responses/resp_123/cancel", true, OpenAI, ""},
 		{"/v1/embeddings", true, OpenAI, ""},
 		{"/v1/models", true, OpenAI, ""},
+		{"/v1/models/gpt-5", true, OpenAI, ""},
 		{"/v1beta/models/gemini-2.5-pro:generateContent", true, Gemini, "gemini-2.5-pro"},
 		{"/v1beta/models/gemini-2.5-flash:streamGenerateContent", true, Gemini, "gemini-2.5-flash"},
 		{"/v1/models/gemini-2.5-pro:countTokens", true, Gemini, "gemini-2.5-pro"},
@@ -36,6 +38,22 @@ func TestParse(t *testing.T) {
 		if ok != tc.ok || r.Family != tc.fam || r.Model != tc.model {
 			t.Errorf("Parse(%q) = %+v, %v; want family %v model %q ok %v", tc.path, r, ok, tc.fam, tc.model, tc.ok)
 		}
+	}
+}
+
+func TestParseRequestModelListing(t *testing.T) {
+	h := http.Header{}
+	if r, _ := ParseRequest("/v1/models", h); r.Family != OpenAI {
+		t.Fatalf("plain /v1/models: %v", r.Family)
+	}
+	h.Set("anthropic-version", "2023-06-01")
+	for _, p := range []string{"/v1/models", "/v1/models/claude-sonnet-4-5"} {
+		if r, _ := ParseRequest(p, h); r.Family != Anthropic {
+			t.Fatalf("%s with anthropic-version: %v", p, r.Family)
+		}
+	}
+	if r, _ := ParseRequest("/v1/chat/completions", h); r.Family != OpenAI {
+		t.Fatalf("chat with anthropic-version: %v", r.Family)
 	}
 }
 

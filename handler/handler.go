@@ -91,7 +91,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
 	if !p.served.Load() && p.served.CompareAndSwap(false, true) && p.OnFirstRequest != nil {
 		p.OnFirstRequest()
 	}
-	route, ok := apifamily.Parse(r.URL.Path)
+	route, ok := apifamily.ParseRequest(r.URL.Path, r.Header)
 	fam := route.Family
 	if len(p.Access) > 0 && !p.admit(w, r, fam) {
 		return nil

@@ -395,3 +395,22 @@ func TestLogsNameCredentialsNeverKeys(t *testing.T) {
 		t.Fatalf("want 2 DEBUG attempt lines and a WARN for the failover, got %d and %d", attempts, warns)
 	}
 }
+
+// TestModelListingFollowsTheClientsAPI: GET /v1/models is the OpenAI model
+// list, or Anthropic's when the client sends anthropic-version.
+func TestModelListingFollowsTheClientsAPI(t *testing.T) {
+	up := newUpstream(t, mockllmOpts())
+	loadConfig(t, t.TempDir(), "\tllm_proxy {\n\t\tpool model-listing\n"+allProviders(up.URL)+"\t}")
+	resp, body := call(t, http.MethodGet, "/v1/models", nil, "")
+	if resp.StatusCode != 200 || resp.Header.Get("X-Mock-Credential") != "openai-1" {
+		t.Fatalf("OpenAI listing: %d from %q: %s", resp.StatusCode, resp.Header.Get("X-Mock-Credential"), body)
+	}
+	resp, body = call(t, http.MethodGet, "/v1/models", map[string]string{"anthropic-version": "2023-06-01"}, "")
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("X-Mock-Credential"), "claude-") {
+		t.Fatalf("Anthropic listing: %d from %q: %s", resp.StatusCode, resp.Header.Get("X-Mock-Credential"), body)
+	}
+	resp, body = call(t, http.MethodGet, "/v1/models/gpt-5", nil, "")
+	if resp.StatusCode != 200 || resp.Header.Get("X-Mock-Credential") != "openai-1" {
+		t.Fatalf("one OpenAI model: %d from %q: %s", resp.StatusCode, resp.Header.Get("X-Mock-Credential"), body)
+	}
+}
