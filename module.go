@@ -279,11 +279,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 
 	h.pool = pool.Acquire(h.Pool)
-	if h.Routing != nil && h.Routing.SessionAffinityTTL > 0 {
-		h.pool.Sessions.SetTTL(time.Duration(h.Routing.SessionAffinityTTL))
-	} else {
-		h.pool.Sessions.SetTTL(DefaultAffinityTTL)
-	}
 	if affinity {
 		affinitySel := &selector.Affinity{Strategy: strategy, Bindings: h.pool.Sessions}
 		h.proxy = h.newProxy(strategy, affinitySel, access)
@@ -301,7 +296,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 	}
 	h.inline, h.stored = inline, stored
-	h.pool.SetMembers(inline, stored)
+	h.applyToPool()
 	registerLive(h)
 	h.startRescan()
 	return nil

@@ -181,8 +181,8 @@ func unregisterLive(h *Handler) {
 	}
 	liveMu.Unlock()
 	if restore != nil {
-		restore.logger.Info("restoring the credentials of the running config", zap.String("pool", restore.Pool))
-		restore.applyMembers()
+		restore.logger.Info("restoring the credentials and settings of the running config", zap.String("pool", restore.Pool))
+		restore.applyToPool()
 	}
 }
 
@@ -192,13 +192,18 @@ func isTop(h *Handler) bool {
 	return len(stack) > 0 && stack[len(stack)-1] == h
 }
 
-// applyMembers makes this handler's inline and stored credentials the
-// pool's.
-func (h *Handler) applyMembers() {
+// applyToPool makes this handler's settings the pool's: its inline and
+// stored credentials and its binding TTL.
+func (h *Handler) applyToPool() {
 	liveMu.Lock()
 	stored := h.stored
 	liveMu.Unlock()
 	h.pool.SetMembers(h.inline, stored)
+	ttl := DefaultAffinityTTL
+	if h.Routing != nil && h.Routing.SessionAffinityTTL > 0 {
+		ttl = time.Duration(h.Routing.SessionAffinityTTL)
+	}
+	h.pool.Sessions.SetTTL(ttl)
 }
 
 // liveHandler returns the newest handler serving the pool name.
