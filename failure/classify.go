@@ -239,12 +239,34 @@ func mentionsMissingModel(msg string) bool {
 // OpenAI-compatible servers all phrase it differently), so every 404 cools
 // that model on the credential for ModelNotFound and fails over. Requests
 // without a model (GET /v1/models, a response or batch by ID) use Classify,
-// where only a 404 that says so is about the model.
+// where only a 404 that says so is about the model. A 404 that names another
+// missing resource the request referred to (a previous response, a
+// conversation, a file, a vector store, a batch) is the client's to see:
+// another credential would not have it either, and this one is not at fault.
 func ClassifyModelRequest(p Policy, status int, h http.Header, body []byte, err error, clientCtxErr error, now time.Time) Verdict {
 	v := Classify(p, status, h, body, err, clientCtxErr, now)
-	if status == http.StatusNotFound && err == nil && v.Action == Return {
+	if status == http.StatusNotFound && err == nil && v.Action == Return && !otherResourceMissing(body) {
 		p = p.WithDefaults()
 		v = withHint(Verdict{Action: Failover, Scope: ScopeModel, Reason: ReasonModelNotFound}, now.Add(p.ModelNotFound), h, body, now)
 	}
 	return v
+}
+
+// otherResources are the words of a 404 about something the request
+// referred to other than the model.
+var otherResources = []string{
+	"previous_response", "previous response", "conversation", "vector_store", "vector store",
+	"file_id", "file with id", "batch",
+}
+
+// otherResourceMissing reports whether a 404 body names a missing resource
+// other than the model.
+func otherResourceMissing(body []byte) bool {
+	lower := strings.ToLower(string(body))
+	for _, w := range otherResources {
+		if strings.Contains(lower, w) {
+			return true
+		}
+	}
+	return false
 }

@@ -311,6 +311,11 @@ func TestClassifyModelRequest(t *testing.T) {
 	if v := Classify(p, 404, nil, []byte(`{"detail":"Not Found"}`), nil, nil, now); v.Action != Return {
 		t.Fatalf("bare 404 without a model: %+v", v)
 	}
+	// A 404 about a previous response is the client's: no cooldown.
+	prev := []byte(`{"error":{"message":"Previous response with id 'resp_123' not found.","type":"invalid_request_error","param":"previous_response_id","code":"previous_response_not_found"}}`)
+	if v := ClassifyModelRequest(p, 404, nil, prev, nil, nil, now); v.Action != Return {
+		t.Fatalf("404 about a previous response: %+v", v)
+	}
 	// Everything else is as Classify says.
 	for _, status := range []int{200, 400, 401, 429, 500} {
 		if a, b := ClassifyModelRequest(p, status, nil, nil, nil, nil, now), Classify(p, status, nil, nil, nil, nil, now); a != b {
