@@ -199,8 +199,14 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, req *parsed) resul
 			HashKey:  req.ids.Stable,
 			Model:    req.bind,
 		}
+		pinned := p.pinned(req, e, av)
 		for p.MaxAttempts <= 0 || res.attempts < p.MaxAttempts {
-			idx, decision := p.pick(sel)
+			idx, decision := pinned, selector.DecisionHit
+			if pinned >= 0 {
+				pinned = -1
+			} else {
+				idx, decision = p.pick(sel)
+			}
 			if idx < 0 {
 				break
 			}
@@ -258,6 +264,27 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, req *parsed) resul
 			fmt.Sprintf("all credentials for %s are cooling down; retry in %ds", modelOrFamily(fam, req.model), retry), retry)
 		return res
 	}
+}
+
+// responsePin is the binding key of an OpenAI Responses response ID.
+func responsePin(id string) string { return "response:" + id }
+
+// pinned returns the credential that produced the response a Responses
+// request continues (previous_response_id), when it is known, eligible and
+// available; -1 otherwise. Stored responses live with the account that
+// made them, so any other credential would answer 404.
+func (p *Proxy) pinned(req *parsed, e *pool.Eligible, av *availability) int {
+	if req.previousResponse == "" {
+		return -1
+	}
+	id, ok := p.Pool.Sessions.Get(responsePin(req.previousResponse), "")
+	if !ok {
+		return -1
+	}
+	if idx, ok := e.Set.Index(id); ok && av.Available(idx) {
+		return idx
+	}
+	return -1
 }
 
 func (p *Proxy) pick(sel *selector.Request) (int, selector.Decision) {
@@ -338,7 +365,11 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, sel
 			p.Affinity.Success(sel, cred.ID())
 		}
 	}
-	if err := p.copyResponse(w, resp, body, cred.ID()); err != nil && !errors.Is(err, errClientWrite) && ctx.Err() == nil {
+	var pinResponse func(string)
+	if req.responses {
+		pinResponse = func(id string) { p.Pool.Sessions.Bind(responsePin(id), "", cred.ID()) }
+	}
+	if err := p.copyResponse(w, resp, body, cred.ID(), pinResponse); err != nil && !errors.Is(err, errClientWrite) && ctx.Err() == nil {
 		// The upstream broke off mid-stream: nothing can be retried once
 		// bytes reached the client, but the credential is charged.
 		cv := failure.Classify(p.Policy, 0, nil, nil, err, nil, p.Now())

@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 
+	"github.com/tidwall/gjson"
+
 	"github.com/caddy-llm-proxy/llmproxy/apifamily"
 	"github.com/caddy-llm-proxy/llmproxy/session"
 )
@@ -19,6 +21,11 @@ type parsed struct {
 	bind  string // model for session bindings (thinking suffix stripped)
 	body  []byte
 	ids   session.IDs
+
+	// responses marks an OpenAI Responses request that creates a response
+	// (POST /v1/responses); previousResponse is the response it continues.
+	responses        bool
+	previousResponse string
 }
 
 var errTooLarge = errors.New("request body too large")
@@ -64,6 +71,12 @@ func parse(r *http.Request, route apifamily.Route, max int64, affinity bool) (*p
 		p.model = apifamily.BodyModel(body)
 	}
 	p.bind = session.BindingModel(p.model)
+	if route.Family == apifamily.OpenAI && r.Method == http.MethodPost && r.URL.Path == "/v1/responses" {
+		p.responses = true
+		if len(body) > 0 {
+			p.previousResponse = gjson.GetBytes(body, "previous_response_id").String()
+		}
+	}
 	if affinity {
 		p.ids = session.Extract(r.Header, body)
 	}

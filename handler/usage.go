@@ -55,13 +55,19 @@ type usageScanner struct {
 
 	obs          Observer
 	pool, authID string
+
+	// onResponseID, when set, receives the ID of an OpenAI Responses
+	// response (read from the same document as its usage), so that
+	// follow-ups naming it as previous_response_id reach this credential.
+	onResponseID func(id string)
+	responseID   string
 }
 
 // usageScanner returns a scanner for resp, or nil when no usage can be
 // read from it: no observer, not a success, or a body that is neither JSON
 // nor SSE (or still encoded).
-func (p *Proxy) usageScanner(resp *http.Response, authID string) *usageScanner {
-	if p.Observer == nil || resp.StatusCode < 200 || resp.StatusCode > 299 {
+func (p *Proxy) usageScanner(resp *http.Response, authID string, onResponseID func(string)) *usageScanner {
+	if (p.Observer == nil && onResponseID == nil) || resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return nil
 	}
 	if ce := resp.Header.Get("Content-Encoding"); ce != "" && ce != "identity" {
@@ -69,7 +75,7 @@ func (p *Proxy) usageScanner(resp *http.Response, authID string) *usageScanner {
 	}
 	mt, _, _ := strings.Cut(resp.Header.Get("Content-Type"), ";")
 	mt = strings.TrimSpace(mt)
-	s := &usageScanner{obs: p.Observer, pool: p.Pool.Name(), authID: authID}
+	s := &usageScanner{obs: p.Observer, pool: p.Pool.Name(), authID: authID, onResponseID: onResponseID}
 	switch {
 	case strings.EqualFold(mt, "text/event-stream"):
 		s.sse = true
@@ -214,6 +220,14 @@ func (s *usageScanner) object(o gjson.Result) {
 		s.saw(m.Get("cachedContentTokenCount").Int(), 0)
 		return
 	}
+	if s.onResponseID != nil {
+		// Responses: the response.completed event, or the response itself.
+		if id := o.Get("response.id"); id.Type == gjson.String {
+			s.responseID = id.Str
+		} else if o.Get("object").Str == "response" && o.Get("id").Type == gjson.String {
+			s.responseID = o.Get("id").Str
+		}
+	}
 	u := o.Get("usage")
 	if !u.IsObject() {
 		// Anthropic message_start, Responses response.completed.
@@ -248,7 +262,10 @@ func (s *usageScanner) finish() {
 		s.doc(s.buf)
 	}
 	s.buf = nil
-	if s.found {
+	if s.found && s.obs != nil {
 		s.obs.Usage(s.pool, s.authID, s.read, s.write)
+	}
+	if s.responseID != "" {
+		s.onResponseID(s.responseID)
 	}
 }

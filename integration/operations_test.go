@@ -414,3 +414,62 @@ func TestModelListingFollowsTheClientsAPI(t *testing.T) {
 		t.Fatalf("one OpenAI model: %d from %q: %s", resp.StatusCode, resp.Header.Get("X-Mock-Credential"), body)
 	}
 }
+
+// TestPreviousResponseGoesToItsCredential: an OpenAI Responses follow-up
+// that names previous_response_id reaches the credential that produced
+// that response (stored responses live with the account that made them),
+// streamed or not, with or without session affinity.
+func TestPreviousResponseGoesToItsCredential(t *testing.T) {
+	up := newUpstream(t, mockllmOpts())
+	loadConfig(t, t.TempDir(), fmt.Sprintf(`	llm_proxy {
+		pool previous-response
+		auth o1 {
+			provider openai
+			api_key sk-oai-one
+			base_url %[1]s
+		}
+		auth o2 {
+			provider openai
+			api_key sk-oai-two
+			base_url %[1]s
+		}
+	}`, up.URL))
+
+	first := func(stream bool) (id, cred string) {
+		t.Helper()
+		resp, body := call(t, http.MethodPost, "/v1/responses", nil, fmt.Sprintf(`{"model":"gpt-5","input":"hello","stream":%v}`, stream))
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d: %s", resp.StatusCode, body)
+		}
+		if stream {
+			for _, ev := range sseEvents(body) {
+				var e struct {
+					Type     string `json:"type"`
+					Response struct {
+						ID string `json:"id"`
+					} `json:"response"`
+				}
+				if json.Unmarshal([]byte(ev), &e) == nil && e.Type == "response.completed" {
+					id = e.Response.ID
+				}
+			}
+		} else {
+			id, _ = jsonField(t, body, "id").(string)
+		}
+		if id == "" {
+			t.Fatalf("no response id in %s", body)
+		}
+		return id, resp.Header.Get("X-Mock-Credential")
+	}
+	for _, stream := range []bool{false, true} {
+		id, cred := first(stream)
+		// Round robin would move on; the follow-ups stay with the response.
+		for i := 0; i < 3; i++ {
+			resp, body := call(t, http.MethodPost, "/v1/responses", nil,
+				fmt.Sprintf(`{"model":"gpt-5","previous_response_id":%q,"input":"and then?"}`, id))
+			if got := resp.Header.Get("X-Mock-Credential"); resp.StatusCode != 200 || got != cred {
+				t.Fatalf("stream=%v follow-up %d went to %q (status %d), want %q: %s", stream, i, got, resp.StatusCode, cred, body)
+			}
+		}
+	}
+}
