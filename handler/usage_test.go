@@ -377,3 +377,30 @@ func BenchmarkUsageScanChunk(b *testing.B) {
 		s.feed(chunk)
 	}
 }
+
+func TestScannerReadsResponseIDs(t *testing.T) {
+	for _, tc := range []struct {
+		name, ct, body string
+	}{
+		{"json", "application/json", `{"id":"resp_abc","object":"response","status":"completed","usage":{"input_tokens":3,"input_tokens_details":{"cached_tokens":0}}}`},
+		{"sse", "text/event-stream", "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"resp_abc\",\"usage\":null}}\n\n" +
+			"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"id\":\"resp_abc\",\"object\":\"response\",\"usage\":{\"input_tokens\":3}}}\n\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Without an observer the scanner still runs for the ID.
+			p := &Proxy{Pool: usageProxy(t, &usageRecorder{}).Pool}
+			resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {tc.ct}}, ContentLength: -1}
+			var got string
+			s := p.usageScanner(resp, "cred", func(id string) { got = id })
+			for b := []byte(tc.body); len(b) > 0; {
+				n := min(5, len(b))
+				s.feed(b[:n])
+				b = b[n:]
+			}
+			s.finish()
+			if got != "resp_abc" {
+				t.Fatalf("response ID %q", got)
+			}
+		})
+	}
+}
