@@ -473,3 +473,29 @@ func TestPreviousResponseGoesToItsCredential(t *testing.T) {
 		}
 	}
 }
+
+// TestUnderAPrefix mounts llm_proxy under /llm/ with handle_path, as the
+// README shows.
+func TestUnderAPrefix(t *testing.T) {
+	up := newUpstream(t, mockllmOpts())
+	loadConfig(t, t.TempDir(), fmt.Sprintf(`	handle_path /llm/* {
+		llm_proxy {
+			pool prefixed
+			auth c1 {
+				provider claude
+				api_key sk-ant-one
+				base_url %s
+			}
+		}
+	}
+	handle {
+		respond "other" 200
+	}`, up.URL))
+	resp, body := call(t, http.MethodPost, "/llm/v1/messages", nil, conversation("prefix", "", 1))
+	if resp.StatusCode != 200 || up.Requests()[len(up.Requests())-1].Path != "/v1/messages" {
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	if _, body := call(t, http.MethodGet, "/elsewhere", nil, ""); string(body) != "other" {
+		t.Fatalf("other routes: %s", body)
+	}
+}
