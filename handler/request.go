@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 
 	"github.com/tidwall/gjson"
 
@@ -23,7 +24,8 @@ type parsed struct {
 	ids   session.IDs
 
 	// responses marks an OpenAI Responses request that creates a response
-	// (POST /v1/responses); previousResponse is the response it continues.
+	// (POST /v1/responses); previousResponse is the stored response it
+	// continues (previous_response_id) or reads (/v1/responses/{id}...).
 	responses        bool
 	previousResponse string
 }
@@ -71,10 +73,16 @@ func parse(r *http.Request, route apifamily.Route, max int64, affinity bool) (*p
 		p.model = apifamily.BodyModel(body)
 	}
 	p.bind = session.BindingModel(p.model)
-	if route.Family == apifamily.OpenAI && r.Method == http.MethodPost && r.URL.Path == "/v1/responses" {
-		p.responses = true
-		if len(body) > 0 {
-			p.previousResponse = gjson.GetBytes(body, "previous_response_id").String()
+	if route.Family == apifamily.OpenAI {
+		switch path := r.URL.Path; {
+		case r.Method == http.MethodPost && path == "/v1/responses":
+			p.responses = true
+			if len(body) > 0 {
+				p.previousResponse = gjson.GetBytes(body, "previous_response_id").String()
+			}
+		case strings.HasPrefix(path, "/v1/responses/"):
+			// GET, DELETE, cancel or input_items of a stored response.
+			p.previousResponse, _, _ = strings.Cut(strings.TrimPrefix(path, "/v1/responses/"), "/")
 		}
 	}
 	if affinity {

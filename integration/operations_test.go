@@ -471,6 +471,14 @@ func TestPreviousResponseGoesToItsCredential(t *testing.T) {
 				t.Fatalf("stream=%v follow-up %d went to %q (status %d), want %q: %s", stream, i, got, resp.StatusCode, cred, body)
 			}
 		}
+		// Reading the stored response goes to the same credential (the
+		// mock has no such route and answers 404, but the credential shows).
+		for i := 0; i < 2; i++ {
+			resp, _ := call(t, http.MethodGet, "/v1/responses/"+id, nil, "")
+			if got := resp.Header.Get("X-Mock-Credential"); got != cred {
+				t.Fatalf("GET of the stored response went to %q, want %q", got, cred)
+			}
+		}
 	}
 }
 

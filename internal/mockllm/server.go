@@ -468,6 +468,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if ep == epUnknown {
 		s.record(r, body, key, label, false)
+		if c.fam == famOpenAI {
+			// OpenAI's own answer to an unknown URL: no error code (its
+			// 404 for a missing model says "model_not_found").
+			b := appendString([]byte(`{"error":{"message":`), "Invalid URL ("+r.Method+" "+path+")")
+			c.writeBody(http.StatusNotFound, append(b, `,"type":"invalid_request_error","param":null,"code":null}}`...))
+			return
+		}
 		c.writeError(http.StatusNotFound, "Unknown request URL: "+r.Method+" "+path)
 		return
 	}
