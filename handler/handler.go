@@ -266,18 +266,20 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, req *parsed) resul
 	}
 }
 
-// responsePin is the binding key of an OpenAI Responses response ID.
-func responsePin(id string) string { return "response:" + id }
+// resourcePin is the binding key of a stored provider resource (an OpenAI
+// response, an Anthropic message batch) to the credential that created it.
+func resourcePin(id string) string { return "resource:" + id }
 
-// pinned returns the credential that produced the response a Responses
-// request continues (previous_response_id), when it is known, eligible and
-// available; -1 otherwise. Stored responses live with the account that
-// made them, so any other credential would answer 404.
+// pinned returns the credential that created the stored resource the
+// request refers to (previous_response_id, /v1/responses/{id},
+// /v1/messages/batches/{id}), when it is known, eligible and available; -1
+// otherwise. Such resources live with the account that made them, so any
+// other credential would answer 404.
 func (p *Proxy) pinned(req *parsed, e *pool.Eligible, av *availability) int {
-	if req.previousResponse == "" {
+	if req.resource == "" {
 		return -1
 	}
-	id, ok := p.Pool.Sessions.Get(responsePin(req.previousResponse), "")
+	id, ok := p.Pool.Sessions.Get(resourcePin(req.resource), "")
 	if !ok {
 		return -1
 	}
@@ -365,11 +367,11 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, sel
 			p.Affinity.Success(sel, cred.ID())
 		}
 	}
-	var pinResponse func(string)
-	if req.responses {
-		pinResponse = func(id string) { p.Pool.Sessions.Bind(responsePin(id), "", cred.ID()) }
+	var pinResource func(string)
+	if req.createsResource {
+		pinResource = func(id string) { p.Pool.Sessions.Bind(resourcePin(id), "", cred.ID()) }
 	}
-	if err := p.copyResponse(w, resp, body, cred.ID(), pinResponse); err != nil && !errors.Is(err, errClientWrite) && ctx.Err() == nil {
+	if err := p.copyResponse(w, resp, body, cred.ID(), pinResource); err != nil && !errors.Is(err, errClientWrite) && ctx.Err() == nil {
 		// The upstream broke off mid-stream: nothing can be retried once
 		// bytes reached the client, but the credential is charged.
 		cv := failure.Classify(p.Policy, 0, nil, nil, err, nil, p.Now())

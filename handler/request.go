@@ -23,11 +23,13 @@ type parsed struct {
 	body  []byte
 	ids   session.IDs
 
-	// responses marks an OpenAI Responses request that creates a response
-	// (POST /v1/responses); previousResponse is the stored response it
-	// continues (previous_response_id) or reads (/v1/responses/{id}...).
-	responses        bool
-	previousResponse string
+	// createsResource marks a request whose answer is a stored resource
+	// that later requests refer to by ID (POST /v1/responses, POST
+	// /v1/messages/batches); resource is the ID of the stored resource this
+	// request refers to (previous_response_id, /v1/responses/{id}...,
+	// /v1/messages/batches/{id}...).
+	createsResource bool
+	resource        string
 }
 
 var errTooLarge = errors.New("request body too large")
@@ -73,20 +75,37 @@ func parse(r *http.Request, route apifamily.Route, max int64, affinity bool) (*p
 		p.model = apifamily.BodyModel(body)
 	}
 	p.bind = session.BindingModel(p.model)
-	if route.Family == apifamily.OpenAI {
-		switch path := r.URL.Path; {
-		case r.Method == http.MethodPost && path == "/v1/responses":
-			p.responses = true
-			if len(body) > 0 {
-				p.previousResponse = gjson.GetBytes(body, "previous_response_id").String()
-			}
-		case strings.HasPrefix(path, "/v1/responses/"):
-			// GET, DELETE, cancel or input_items of a stored response.
-			p.previousResponse, _, _ = strings.Cut(strings.TrimPrefix(path, "/v1/responses/"), "/")
-		}
-	}
+	p.createsResource, p.resource = storedResource(r, route, body)
 	if affinity {
 		p.ids = session.Extract(r.Header, body)
 	}
 	return p, nil
+}
+
+// storedResource tells whether a request creates a stored resource, and
+// which stored resource it refers to.
+func storedResource(r *http.Request, route apifamily.Route, body []byte) (creates bool, id string) {
+	path := r.URL.Path
+	switch route.Family {
+	case apifamily.OpenAI:
+		if r.Method == http.MethodPost && path == "/v1/responses" {
+			if len(body) > 0 {
+				id = gjson.GetBytes(body, "previous_response_id").String()
+			}
+			return true, id
+		}
+		if rest, ok := strings.CutPrefix(path, "/v1/responses/"); ok {
+			// GET, DELETE, cancel or input_items of a stored response.
+			id, _, _ = strings.Cut(rest, "/")
+		}
+	case apifamily.Anthropic:
+		if path == "/v1/messages/batches" {
+			return r.Method == http.MethodPost, ""
+		}
+		if rest, ok := strings.CutPrefix(path, "/v1/messages/batches/"); ok {
+			// A batch, its results, cancel or delete.
+			id, _, _ = strings.Cut(rest, "/")
+		}
+	}
+	return false, id
 }

@@ -30,12 +30,12 @@ func copyHeader(dst, src http.Header) {
 // it arrives. prefix is body already read (for error responses). It returns
 // the upstream read error, if the upstream broke off; a client that went
 // away is errClientWrite. Prompt-cache usage in the body is reported for
-// authID once the copy ends, and an OpenAI Responses response's ID to
-// onResponseID (when set).
-func (p *Proxy) copyResponse(w http.ResponseWriter, resp *http.Response, prefix []byte, authID string, onResponseID func(string)) error {
+// authID once the copy ends, and a stored resource's ID (an OpenAI response,
+// an Anthropic message batch) to onResourceID (when set).
+func (p *Proxy) copyResponse(w http.ResponseWriter, resp *http.Response, prefix []byte, authID string, onResourceID func(string)) error {
 	defer resp.Body.Close()
 	// usage: the scanner reads each chunk after it went out (usage.go).
-	us := p.usageScanner(resp, authID, onResponseID)
+	us := p.usageScanner(resp, authID, onResourceID)
 	defer us.finish()
 	copyHeader(w.Header(), resp.Header)
 	if prefix != nil {

@@ -56,18 +56,19 @@ type usageScanner struct {
 	obs          Observer
 	pool, authID string
 
-	// onResponseID, when set, receives the ID of an OpenAI Responses
-	// response (read from the same document as its usage), so that
-	// follow-ups naming it as previous_response_id reach this credential.
-	onResponseID func(id string)
-	responseID   string
+	// onResourceID, when set, receives the ID of the stored resource the
+	// body describes (an OpenAI response, read from the same document as
+	// its usage; an Anthropic message batch), so that later requests
+	// naming it reach this credential.
+	onResourceID func(id string)
+	resourceID   string
 }
 
 // usageScanner returns a scanner for resp, or nil when no usage can be
 // read from it: no observer, not a success, or a body that is neither JSON
 // nor SSE (or still encoded).
-func (p *Proxy) usageScanner(resp *http.Response, authID string, onResponseID func(string)) *usageScanner {
-	if (p.Observer == nil && onResponseID == nil) || resp.StatusCode < 200 || resp.StatusCode > 299 {
+func (p *Proxy) usageScanner(resp *http.Response, authID string, onResourceID func(string)) *usageScanner {
+	if (p.Observer == nil && onResourceID == nil) || resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return nil
 	}
 	if ce := resp.Header.Get("Content-Encoding"); ce != "" && ce != "identity" {
@@ -75,7 +76,7 @@ func (p *Proxy) usageScanner(resp *http.Response, authID string, onResponseID fu
 	}
 	mt, _, _ := strings.Cut(resp.Header.Get("Content-Type"), ";")
 	mt = strings.TrimSpace(mt)
-	s := &usageScanner{obs: p.Observer, pool: p.Pool.Name(), authID: authID, onResponseID: onResponseID}
+	s := &usageScanner{obs: p.Observer, pool: p.Pool.Name(), authID: authID, onResourceID: onResourceID}
 	switch {
 	case strings.EqualFold(mt, "text/event-stream"):
 		s.sse = true
@@ -220,12 +221,13 @@ func (s *usageScanner) object(o gjson.Result) {
 		s.saw(m.Get("cachedContentTokenCount").Int(), 0)
 		return
 	}
-	if s.onResponseID != nil {
-		// Responses: the response.completed event, or the response itself.
+	if s.onResourceID != nil {
+		// Responses: the response.completed event, or the response
+		// itself; Anthropic: a message batch.
 		if id := o.Get("response.id"); id.Type == gjson.String {
-			s.responseID = id.Str
-		} else if o.Get("object").Str == "response" && o.Get("id").Type == gjson.String {
-			s.responseID = o.Get("id").Str
+			s.resourceID = id.Str
+		} else if (o.Get("object").Str == "response" || o.Get("type").Str == "message_batch") && o.Get("id").Type == gjson.String {
+			s.resourceID = o.Get("id").Str
 		}
 	}
 	u := o.Get("usage")
@@ -258,14 +260,14 @@ func (s *usageScanner) finish() {
 	if s == nil {
 		return
 	}
-	if !s.sse && !s.skip && bytes.Contains(s.buf, usageWord) {
+	if !s.sse && !s.skip && (s.onResourceID != nil || bytes.Contains(s.buf, usageWord)) {
 		s.doc(s.buf)
 	}
 	s.buf = nil
 	if s.found && s.obs != nil {
 		s.obs.Usage(s.pool, s.authID, s.read, s.write)
 	}
-	if s.responseID != "" {
-		s.onResponseID(s.responseID)
+	if s.resourceID != "" {
+		s.onResourceID(s.resourceID)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -505,5 +506,69 @@ func TestUnderAPrefix(t *testing.T) {
 	}
 	if _, body := call(t, http.MethodGet, "/elsewhere", nil, ""); string(body) != "other" {
 		t.Fatalf("other routes: %s", body)
+	}
+}
+
+// batchUpstream keeps Anthropic message batches per API key, as the real
+// API does: a batch is only visible to the key (account) that created it.
+type batchUpstream struct {
+	mu      sync.Mutex
+	batches map[string]string // batch ID → key
+	n       int
+}
+
+func (b *batchUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	key := r.Header.Get("X-Api-Key")
+	w.Header().Set("X-Mock-Credential", key)
+	w.Header().Set("Content-Type", "application/json")
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if r.Method == http.MethodPost && r.URL.Path == "/v1/messages/batches" {
+		b.n++
+		id := fmt.Sprintf("msgbatch_%03d", b.n)
+		b.batches[id] = key
+		fmt.Fprintf(w, `{"id":%q,"type":"message_batch","processing_status":"in_progress"}`, id)
+		return
+	}
+	id, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/v1/messages/batches/"), "/")
+	if owner, ok := b.batches[id]; ok && owner == key {
+		fmt.Fprintf(w, `{"id":%q,"type":"message_batch","processing_status":"ended"}`, id)
+		return
+	}
+	w.WriteHeader(http.StatusNotFound)
+	fmt.Fprint(w, `{"type":"error","error":{"type":"not_found_error","message":"Batch not found."}}`)
+}
+
+// TestMessageBatchesStayWithTheirCredential: Anthropic message batches are
+// read back (status, results) through the credential that created them.
+func TestMessageBatchesStayWithTheirCredential(t *testing.T) {
+	srv := httptest.NewServer(&batchUpstream{batches: map[string]string{}})
+	defer srv.Close()
+	loadConfig(t, t.TempDir(), fmt.Sprintf(`	llm_proxy {
+		pool batches
+		auth b1 {
+			provider claude
+			api_key key-one
+			base_url %[1]s
+		}
+		auth b2 {
+			provider claude
+			api_key key-two
+			base_url %[1]s
+		}
+	}`, srv.URL))
+	for i := 0; i < 4; i++ {
+		resp, body := call(t, http.MethodPost, "/v1/messages/batches", nil, `{"requests":[{"custom_id":"a","params":{"model":"claude-x","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}}]}`)
+		if resp.StatusCode != 200 {
+			t.Fatalf("create: %d %s", resp.StatusCode, body)
+		}
+		id, _ := jsonField(t, body, "id").(string)
+		owner := resp.Header.Get("X-Mock-Credential")
+		for _, suffix := range []string{"", "/results", ""} {
+			resp, body := call(t, http.MethodGet, "/v1/messages/batches/"+id+suffix, nil, "")
+			if resp.StatusCode != 200 || resp.Header.Get("X-Mock-Credential") != owner {
+				t.Fatalf("batch %s%s: %d via %q, created via %q: %s", id, suffix, resp.StatusCode, resp.Header.Get("X-Mock-Credential"), owner, body)
+			}
+		}
 	}
 }
