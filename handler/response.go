@@ -34,8 +34,8 @@ func copyHeader(dst, src http.Header) {
 // an Anthropic message batch) to onResourceID (when set).
 func (p *Proxy) copyResponse(w http.ResponseWriter, resp *http.Response, prefix []byte, authID string, onResourceID func(string)) error {
 	defer resp.Body.Close()
-	// usage: the scanner reads each chunk after it went out (usage.go).
-	us := p.usageScanner(resp, authID, onResourceID)
+	// The scanner reads each chunk after it went out (bodyscan.go).
+	us := p.bodyScanner(resp, authID, onResourceID)
 	defer us.finish()
 	copyHeader(w.Header(), resp.Header)
 	if prefix != nil {

@@ -159,7 +159,7 @@ func TestUsageScanner(t *testing.T) {
 				if tc.encoding != "" {
 					resp.Header.Set("Content-Encoding", tc.encoding)
 				}
-				s := p.usageScanner(resp, "cred-1", nil)
+				s := p.bodyScanner(resp, "cred-1", nil)
 				for b := []byte(tc.body); len(b) > 0; {
 					n := min(chunk, len(b))
 					s.feed(b[:n])
@@ -186,7 +186,7 @@ func TestUsageScannerBounds(t *testing.T) {
 		rec := &usageRecorder{}
 		p := usageProxy(t, rec)
 		resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"text/event-stream"}}, ContentLength: -1}
-		s := p.usageScanner(resp, "a", nil)
+		s := p.bodyScanner(resp, "a", nil)
 		big := `data: {"usage":{"cache_read_input_tokens":999999},"pad":"` + strings.Repeat("x", usageLineLimit) + `"}` + "\n\n"
 		for b := []byte(big); len(b) > 0; {
 			n := min(1000, len(b))
@@ -206,7 +206,7 @@ func TestUsageScannerBounds(t *testing.T) {
 		rec := &usageRecorder{}
 		p := usageProxy(t, rec)
 		resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"application/json"}}, ContentLength: -1}
-		s := p.usageScanner(resp, "a", nil)
+		s := p.bodyScanner(resp, "a", nil)
 		s.feed([]byte(`{"pad":"` + strings.Repeat("x", usageJSONLimit) + `",`))
 		s.feed([]byte(`"usage":{"cache_read_input_tokens":5}}`))
 		s.finish()
@@ -214,7 +214,7 @@ func TestUsageScannerBounds(t *testing.T) {
 			t.Fatalf("calls = %+v, want none", rec.calls)
 		}
 		resp.ContentLength = usageJSONLimit + 1
-		if p.usageScanner(resp, "a", nil) != nil {
+		if p.bodyScanner(resp, "a", nil) != nil {
 			t.Fatal("scanner for a body known to exceed the limit")
 		}
 	})
@@ -222,7 +222,7 @@ func TestUsageScannerBounds(t *testing.T) {
 		p := usageProxy(t, nil)
 		p.Observer = nil
 		resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"application/json"}}}
-		s := p.usageScanner(resp, "a", nil)
+		s := p.bodyScanner(resp, "a", nil)
 		if s != nil {
 			t.Fatal("scanner without an observer")
 		}
@@ -354,7 +354,7 @@ func BenchmarkUsageScanSSE(b *testing.B) {
 			b.SetBytes(int64(len(all)))
 			b.ReportAllocs()
 			for b.Loop() {
-				s := p.usageScanner(resp, "cred", nil)
+				s := p.bodyScanner(resp, "cred", nil)
 				for _, c := range bc.chunks {
 					s.feed(c)
 				}
@@ -369,7 +369,7 @@ func BenchmarkUsageScanSSE(b *testing.B) {
 func BenchmarkUsageScanChunk(b *testing.B) {
 	p := usageProxy(b, nopObserver{})
 	resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"text/event-stream"}}, ContentLength: -1}
-	s := p.usageScanner(resp, "cred", nil)
+	s := p.bodyScanner(resp, "cred", nil)
 	chunk := []byte(anthropicStream50()[10])
 	b.SetBytes(int64(len(chunk)))
 	b.ReportAllocs()
@@ -391,7 +391,7 @@ func TestScannerReadsResponseIDs(t *testing.T) {
 			p := &Proxy{Pool: usageProxy(t, &usageRecorder{}).Pool}
 			resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {tc.ct}}, ContentLength: -1}
 			var got string
-			s := p.usageScanner(resp, "cred", func(id string) { got = id })
+			s := p.bodyScanner(resp, "cred", func(id string) { got = id })
 			for b := []byte(tc.body); len(b) > 0; {
 				n := min(5, len(b))
 				s.feed(b[:n])

@@ -26,9 +26,11 @@ var (
 	dataPrefix     = []byte("data:")
 )
 
-// usageScanner reads prompt-cache token counts from a response body as it is
+// bodyScanner reads what the proxy learns from a response body as it is
 // copied to the client, without holding the stream back: the copy loop feeds
-// it every chunk after the chunk was written and flushed.
+// it every chunk after the chunk was written and flushed. It reads the
+// prompt-cache token counts (for metrics) and the ID of a stored resource
+// the response created (for pinning follow-ups to the credential).
 //
 // It understands each API family's usage fields:
 //
@@ -42,7 +44,7 @@ var (
 // Providers repeat or grow the figures from event to event (message_start
 // and message_delta both carry them, every Gemini chunk may), so each figure
 // is the largest value seen, never a sum.
-type usageScanner struct {
+type bodyScanner struct {
 	sse bool
 	// buf holds the JSON body (sse false) or the partial SSE line carried
 	// over to the next read (sse true).
@@ -64,10 +66,10 @@ type usageScanner struct {
 	resourceID   string
 }
 
-// usageScanner returns a scanner for resp, or nil when no usage can be
+// bodyScanner returns a scanner for resp, or nil when no usage can be
 // read from it: no observer, not a success, or a body that is neither JSON
 // nor SSE (or still encoded).
-func (p *Proxy) usageScanner(resp *http.Response, authID string, onResourceID func(string)) *usageScanner {
+func (p *Proxy) bodyScanner(resp *http.Response, authID string, onResourceID func(string)) *bodyScanner {
 	if (p.Observer == nil && onResourceID == nil) || resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return nil
 	}
@@ -76,7 +78,7 @@ func (p *Proxy) usageScanner(resp *http.Response, authID string, onResourceID fu
 	}
 	mt, _, _ := strings.Cut(resp.Header.Get("Content-Type"), ";")
 	mt = strings.TrimSpace(mt)
-	s := &usageScanner{obs: p.Observer, pool: p.Pool.Name(), authID: authID, onResourceID: onResourceID}
+	s := &bodyScanner{obs: p.Observer, pool: p.Pool.Name(), authID: authID, onResourceID: onResourceID}
 	switch {
 	case strings.EqualFold(mt, "text/event-stream"):
 		s.sse = true
@@ -95,7 +97,7 @@ func (p *Proxy) usageScanner(resp *http.Response, authID string, onResourceID fu
 }
 
 // feed reads the next chunk of the body.
-func (s *usageScanner) feed(b []byte) {
+func (s *bodyScanner) feed(b []byte) {
 	if s == nil {
 		return
 	}
@@ -148,7 +150,7 @@ func (s *usageScanner) feed(b []byte) {
 
 // carry appends a partial line to the carry buffer, dropping the line once
 // it exceeds usageLineLimit.
-func (s *usageScanner) carry(b []byte) {
+func (s *bodyScanner) carry(b []byte) {
 	if s.skip {
 		return
 	}
@@ -160,7 +162,7 @@ func (s *usageScanner) carry(b []byte) {
 }
 
 // line reads one complete SSE line (without its newline).
-func (s *usageScanner) line(ln []byte) {
+func (s *bodyScanner) line(ln []byte) {
 	ln = bytes.TrimSuffix(ln, []byte{'\r'})
 	data, ok := bytes.CutPrefix(ln, dataPrefix)
 	if !ok || !hasUsageObject(data) {
@@ -197,7 +199,7 @@ func hasUsageObject(b []byte) bool {
 // doc reads the usage figures of one JSON document: a response, an SSE
 // event's data, or (Gemini's streamGenerateContent without alt=sse) an
 // array of chunks.
-func (s *usageScanner) doc(b []byte) {
+func (s *bodyScanner) doc(b []byte) {
 	b = bytes.TrimSpace(b)
 	if len(b) == 0 {
 		return
@@ -213,7 +215,7 @@ func (s *usageScanner) doc(b []byte) {
 }
 
 // object reads the usage figures of one JSON object.
-func (s *usageScanner) object(o gjson.Result) {
+func (s *bodyScanner) object(o gjson.Result) {
 	if !o.IsObject() {
 		return
 	}
@@ -249,14 +251,14 @@ func (s *usageScanner) object(o gjson.Result) {
 	s.saw(read, u.Get("cache_creation_input_tokens").Int())
 }
 
-func (s *usageScanner) saw(read, write int64) {
+func (s *bodyScanner) saw(read, write int64) {
 	s.found = true
 	s.read = max(s.read, read)
 	s.write = max(s.write, write)
 }
 
 // finish reads a buffered JSON body and reports what was found, once.
-func (s *usageScanner) finish() {
+func (s *bodyScanner) finish() {
 	if s == nil {
 		return
 	}
