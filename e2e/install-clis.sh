@@ -45,7 +45,13 @@ fi
 mkdir -p "$prefix"
 if [ "${#want[@]}" -gt 0 ]; then
 	echo "install-clis: npm install --prefix $prefix ${want[*]}"
-	npm install --prefix "$prefix" --no-audit --no-fund --loglevel=error "${want[@]}"
+	# A registry hiccup should not fail CI: try three times.
+	for try in 1 2 3; do
+		npm install --prefix "$prefix" --no-audit --no-fund --loglevel=error "${want[@]}" && break
+		[ "$try" -lt 3 ] || exit 1
+		echo "install-clis: npm install failed; retrying" >&2
+		sleep 5
+	done
 fi
 
 # Claude Code's package ships a placeholder bin/claude.exe that its postinstall

@@ -4,4 +4,10 @@
 set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
-npm install --prefix sdkcheck --no-audit --no-fund
+# A registry hiccup should not fail CI: try three times.
+for try in 1 2 3; do
+	npm install --prefix sdkcheck --no-audit --no-fund && break
+	[ "$try" -lt 3 ] || exit 1
+	echo "sdkcheck: npm install failed; retrying" >&2
+	sleep 5
+done
