@@ -80,6 +80,8 @@ func newUpstreamRequest(ctx context.Context, r *http.Request, body []byte, a *au
 	// Let the transport negotiate compression itself, so responses can be
 	// read for usage figures and streamed to the client uncompressed.
 	delete(out.Header, "Accept-Encoding")
+	// The body is already read; there is nothing to wait for upstream.
+	delete(out.Header, "Expect")
 	if len(body) > 0 {
 		out.Body = io.NopCloser(bytes.NewReader(body))
 		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }

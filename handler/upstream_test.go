@@ -40,6 +40,7 @@ func TestNewUpstreamRequestAppliesCredentialAndStripsClientKeys(t *testing.T) {
 	r.Header.Set("Anthropic-Beta", "prompt-caching-2024-07-31")
 	r.Header.Set("Idempotency-Key", "idem-1")
 	r.Header.Set("Accept-Encoding", "br")
+	r.Header.Set("Expect", "100-continue")
 	body := []byte(`{"model":"claude-x"}`)
 
 	for _, tc := range []struct {
@@ -95,7 +96,7 @@ func TestNewUpstreamRequestAppliesCredentialAndStripsClientKeys(t *testing.T) {
 			if strings.Contains(out.URL.RawQuery, "client-secret") || !strings.Contains(out.URL.RawQuery, "beta=true") {
 				t.Errorf("query %q", out.URL.RawQuery)
 			}
-			for _, k := range []string{"Connection", "X-Hop", "Keep-Alive", "Accept-Encoding"} {
+			for _, k := range []string{"Connection", "X-Hop", "Keep-Alive", "Accept-Encoding", "Expect"} {
 				if out.Header.Get(k) != "" {
 					t.Errorf("%s forwarded", k)
 				}
