@@ -5,7 +5,6 @@ package e2e
 import (
 	"encoding/json"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -79,13 +78,7 @@ func logRequests(t *testing.T, reqs []mockRequest) {
 
 func TestClaudeCodeThroughPool(t *testing.T) {
 	claude := requireCLI(t, "claude", "CLAUDE_BIN")
-	caddyBin, mockBin := binaries(t)
-	m := startMock(t, mockBin)
-	c := startCaddy(t, caddyBin, m, claudePool)
-
-	home := newHome(t)
-	work := filepath.Join(home, "work")
-	mkdir(t, work)
+	m, c, home, work := rig(t, claudePool)
 
 	res := runCLI(t, "claude", claudeEnv(home, c.URL, clientKey), work, claude, "-p", "say hi")
 	if res.err != nil {
@@ -125,13 +118,7 @@ func TestClaudeCodeThroughPool(t *testing.T) {
 
 func TestClaudeCodeSessionStaysOnOneCredential(t *testing.T) {
 	claude := requireCLI(t, "claude", "CLAUDE_BIN")
-	caddyBin, mockBin := binaries(t)
-	m := startMock(t, mockBin)
-	c := startCaddy(t, caddyBin, m, claudePool)
-
-	home := newHome(t)
-	work := filepath.Join(home, "work")
-	mkdir(t, work)
+	m, c, home, work := rig(t, claudePool)
 	env := claudeEnv(home, c.URL, clientKey)
 	session := newUUID(t)
 
@@ -217,9 +204,7 @@ func TestClaudeCodeSessionStaysOnOneCredential(t *testing.T) {
 // from the third, without seeing an error or retrying itself.
 func TestClaudeCodeFailsOverOnRateLimit(t *testing.T) {
 	claude := requireCLI(t, "claude", "CLAUDE_BIN")
-	caddyBin, mockBin := binaries(t)
-	m := startMock(t, mockBin)
-	c := startCaddy(t, caddyBin, m, claudePool)
+	m, c, home, work := rig(t, claudePool)
 	for _, key := range []string{"sk-ant-one", "sk-ant-two"} {
 		fault := `{"key":"` + key + `","status":429,"headers":{"retry-after":"120"}}`
 		resp, err := http.Post(m.URL+"/_mock/faults", "application/json", strings.NewReader(fault))
@@ -232,9 +217,6 @@ func TestClaudeCodeFailsOverOnRateLimit(t *testing.T) {
 		}
 	}
 
-	home := newHome(t)
-	work := filepath.Join(home, "work")
-	mkdir(t, work)
 	res := runCLI(t, "claude", claudeEnv(home, c.URL, clientKey), work, claude, "-p", "say hi")
 	if res.err != nil {
 		t.Fatalf("claude -p failed although one credential was healthy: %v", res.err)

@@ -85,13 +85,7 @@ func codexSession(r mockRequest) string {
 
 func TestCodexCLIThroughPool(t *testing.T) {
 	codex := requireCLI(t, "codex", "CODEX_BIN")
-	caddyBin, mockBin := binaries(t)
-	m := startMock(t, mockBin)
-	c := startCaddy(t, caddyBin, m, openaiPool)
-
-	home := newHome(t)
-	work := filepath.Join(home, "work")
-	mkdir(t, work)
+	m, c, home, work := rig(t, openaiPool)
 	codexHome := filepath.Join(home, "codex-home")
 	writeCodexConfig(t, codexHome, c.URL)
 	env := append(baseEnv(home), "CODEX_HOME="+codexHome, "LLMPROXY_KEY="+clientKey)

@@ -481,3 +481,16 @@ func mkdir(t *testing.T, dir string) {
 		t.Fatal(err)
 	}
 }
+
+// rig starts the mock and a Caddy in front of it with the given pool, and
+// makes a throwaway home with a work directory for a CLI.
+func rig(t *testing.T, pool []auth) (m *mock, c *caddy, home, work string) {
+	t.Helper()
+	caddyBin, mockBin := binaries(t)
+	m = startMock(t, mockBin)
+	c = startCaddy(t, caddyBin, m, pool)
+	home = newHome(t)
+	work = filepath.Join(home, "work")
+	mkdir(t, work)
+	return m, c, home, work
+}
