@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/caddy-llm-proxy/llmproxy/internal/testutil"
 )
 
 const (
@@ -207,17 +208,6 @@ func (p *proc) exited() bool {
 	}
 }
 
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // baseEnv is a minimal environment for child processes: nothing of the
 // caller's API keys, proxies or config directories leaks in.
 func baseEnv(home string) []string {
@@ -334,9 +324,9 @@ func startCaddy(t *testing.T, bin string, m *mock, auths []auth) *caddy {
 	dir := t.TempDir()
 	home := newHome(t)
 	storage := filepath.Join(dir, "storage")
-	adminPort, sitePort := freePort(t), freePort(t)
+	adminPort, sitePort := testutil.FreePort(t), testutil.FreePort(t)
 	for sitePort == adminPort {
-		sitePort = freePort(t)
+		sitePort = testutil.FreePort(t)
 	}
 
 	var b strings.Builder

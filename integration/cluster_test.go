@@ -3,7 +3,6 @@ package integration
 import (
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/caddy-llm-proxy/llmproxy/internal/testutil"
 )
 
 // caddyProcess is a Caddy binary with the plugin running on its own ports.
@@ -20,16 +21,6 @@ type caddyProcess struct {
 	admin, site string
 	cmd         *exec.Cmd
 	log         *os.File
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func buildCaddy(t *testing.T) string {
@@ -50,8 +41,8 @@ func startCaddy(t *testing.T, bin, storage, body string) *caddyProcess {
 	t.Helper()
 	dir := t.TempDir()
 	p := &caddyProcess{
-		admin: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
-		site:  fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		admin: fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)),
+		site:  fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)),
 	}
 	cfg := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(cfg, []byte(clusterConfig(p, storage, body)), 0o600); err != nil {
