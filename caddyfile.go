@@ -1,6 +1,7 @@
 package llmproxy
 
 import (
+	"encoding/json"
 	"slices"
 	"strconv"
 	"strings"
@@ -82,144 +83,115 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.ArgErr()
 	}
 	seen := map[string]bool{}
-	once := func(name string) error {
-		if seen[name] {
-			return d.Errf("duplicate %s option", name)
-		}
-		seen[name] = true
-		return nil
-	}
 	ids := map[string]bool{}
 	for d.NextBlock(0) {
 		opt := d.Val()
+		if opt != "auth" {
+			if seen[opt] {
+				return d.Errf("duplicate %s option", opt)
+			}
+			seen[opt] = true
+		}
+		var err error
 		switch opt {
 		case "auth":
-			a, err := parseAuth(d, ids)
-			if err != nil {
-				return err
+			var a *InlineAuth
+			if a, err = parseAuth(d, ids); err == nil {
+				h.Auths = append(h.Auths, a)
 			}
-			h.Auths = append(h.Auths, a)
-			continue
 		case "routing":
-			if err := once(opt); err != nil {
-				return err
-			}
-			r, err := parseRouting(d)
-			if err != nil {
-				return err
-			}
-			h.Routing = r
-			continue
+			h.Routing, err = parseRouting(d)
 		case "access":
-			if err := once(opt); err != nil {
-				return err
-			}
-			a, err := parseAccess(d)
-			if err != nil {
-				return err
-			}
-			h.Access = a
-			continue
+			h.Access, err = parseAccess(d)
 		case "retry":
-			if err := once(opt); err != nil {
-				return err
-			}
-			r, err := parseRetry(d)
-			if err != nil {
-				return err
-			}
-			h.Retry = r
-			continue
+			h.Retry, err = parseRetry(d)
 		case "cooldown":
-			if err := once(opt); err != nil {
-				return err
-			}
-			c, err := parseCooldown(d)
-			if err != nil {
-				return err
-			}
-			h.Cooldown = c
-			continue
+			h.Cooldown, err = parseCooldown(d)
 		case "storage":
-			if err := once(opt); err != nil {
-				return err
-			}
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			name := d.Val()
-			unm, err := caddyfile.UnmarshalModule(d, "caddy.storage."+name)
-			if err != nil {
-				return err
-			}
-			sc, ok := unm.(caddy.StorageConverter)
-			if !ok {
-				return d.Errf("module %s is not a storage module", name)
-			}
-			h.StorageRaw = caddyconfig.JSONModuleObject(sc, "module", name, nil)
-			continue
+			h.StorageRaw, err = parseStorage(d)
 		case "transport":
-			if err := once(opt); err != nil {
-				return err
-			}
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			name := d.Val()
-			unm, err := caddyfile.UnmarshalModule(d, "http.reverse_proxy.transport."+name)
-			if err != nil {
-				return err
-			}
-			h.TransportRaw = caddyconfig.JSONModuleObject(unm, "protocol", name, nil)
-			continue
-		}
-
-		// Single-argument options.
-		if err := once(opt); err != nil {
-			return err
-		}
-		var val string
-		switch opt {
+			h.TransportRaw, err = parseTransport(d)
 		case "pool", "storage_prefix", "rescan_interval", "max_request_body", "management_secret":
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			val = d.Val()
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			if d.NextBlock(d.Nesting()) {
-				return d.Errf("%s takes no block", opt)
-			}
+			err = h.parseValue(d, opt)
 		default:
-			return d.Errf("unknown llm_proxy option %q; expected one of pool, auth, storage_prefix, storage, rescan_interval, routing, access, retry, cooldown, max_request_body, transport, management_secret", opt)
+			err = d.Errf("unknown llm_proxy option %q; expected one of pool, auth, storage_prefix, storage, rescan_interval, routing, access, retry, cooldown, max_request_body, transport, management_secret", opt)
 		}
-		switch opt {
-		case "pool":
-			if !strings.Contains(val, "{") && !validPoolName(val) {
-				return d.Errf("bad pool name %q: use letters, digits, '.', '_' and '-'", val)
-			}
-			h.Pool = val
-		case "storage_prefix":
-			h.StoragePrefix = val
-		case "rescan_interval":
-			dur, err := caddy.ParseDuration(val)
-			if err != nil || dur < 0 {
-				return d.Errf("bad rescan_interval %q: want a duration such as 30s, or 0 to turn rescans off", val)
-			}
-			cd := caddy.Duration(dur)
-			h.RescanInterval = &cd
-		case "max_request_body":
-			size, err := humanize.ParseBytes(val)
-			if err != nil || size == 0 {
-				return d.Errf("bad max_request_body %q: want a size such as 32MB", val)
-			}
-			h.MaxRequestBody = int64(size)
-		case "management_secret":
-			h.ManagementSecret = val
+		if err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// parseValue parses an option that takes exactly one value.
+func (h *Handler) parseValue(d *caddyfile.Dispenser, opt string) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	val := d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	if d.NextBlock(d.Nesting()) {
+		return d.Errf("%s takes no block", opt)
+	}
+	switch opt {
+	case "pool":
+		if !strings.Contains(val, "{") && !validPoolName(val) {
+			return d.Errf("bad pool name %q: use letters, digits, '.', '_' and '-'", val)
+		}
+		h.Pool = val
+	case "storage_prefix":
+		h.StoragePrefix = val
+	case "rescan_interval":
+		dur, err := caddy.ParseDuration(val)
+		if err != nil || dur < 0 {
+			return d.Errf("bad rescan_interval %q: want a duration such as 30s, or 0 to turn rescans off", val)
+		}
+		cd := caddy.Duration(dur)
+		h.RescanInterval = &cd
+	case "max_request_body":
+		size, err := humanize.ParseBytes(val)
+		if err != nil || size == 0 {
+			return d.Errf("bad max_request_body %q: want a size such as 32MB", val)
+		}
+		h.MaxRequestBody = int64(size)
+	case "management_secret":
+		h.ManagementSecret = val
+	}
+	return nil
+}
+
+// parseStorage parses `storage <module> { ... }` into a caddy.storage
+// module.
+func parseStorage(d *caddyfile.Dispenser) (json.RawMessage, error) {
+	if !d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	name := d.Val()
+	unm, err := caddyfile.UnmarshalModule(d, "caddy.storage."+name)
+	if err != nil {
+		return nil, err
+	}
+	sc, ok := unm.(caddy.StorageConverter)
+	if !ok {
+		return nil, d.Errf("module %s is not a storage module", name)
+	}
+	return caddyconfig.JSONModuleObject(sc, "module", name, nil), nil
+}
+
+// parseTransport parses `transport <module> { ... }` into a reverse_proxy
+// transport module.
+func parseTransport(d *caddyfile.Dispenser) (json.RawMessage, error) {
+	if !d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	name := d.Val()
+	unm, err := caddyfile.UnmarshalModule(d, "http.reverse_proxy.transport."+name)
+	if err != nil {
+		return nil, err
+	}
+	return caddyconfig.JSONModuleObject(unm, "protocol", name, nil), nil
 }
 
 // parseAuth parses `auth <id> { ... }`.
