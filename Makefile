@@ -22,9 +22,10 @@ check:
 build:
 	$(GO) build -o caddy ./cmd/caddy
 
-## clis: install the real Claude Code and Codex CLIs for the end-to-end tests
+## clis: install the real Claude Code and Codex CLIs and the Anthropic SDK for the end-to-end tests
 clis:
 	bash e2e/install-clis.sh
+	bash sdkcheck/install.sh
 
 ## bench: benchmarks of SPEC section 11 (see BENCHMARKS.md)
 bench:
