@@ -57,6 +57,12 @@ type Route struct {
 	// no model at all (GET /v1/models) can be served by any credential of the
 	// family.
 	Model string
+	// Generation marks an endpoint that runs the model the request names
+	// (messages, chat and text completions, embeddings, creating a
+	// response, Gemini model actions). Only there can an upstream 404 mean
+	// "this credential does not serve the model"; everywhere else a 404 is
+	// about the client's request and goes back to the client.
+	Generation bool
 }
 
 // Parse maps a request path to its API family:
@@ -71,10 +77,13 @@ type Route struct {
 // ok is false for every other path.
 func Parse(path string) (r Route, ok bool) {
 	switch {
-	case path == "/v1/messages" || strings.HasPrefix(path, "/v1/messages/"):
+	case path == "/v1/messages", path == "/v1/messages/count_tokens":
+		return Route{Family: Anthropic, Generation: true}, true
+	case strings.HasPrefix(path, "/v1/messages/"):
 		return Route{Family: Anthropic}, true
-	case path == "/v1/chat/completions", path == "/v1/completions", path == "/v1/embeddings",
-		path == "/v1/models", path == "/v1/responses", strings.HasPrefix(path, "/v1/responses/"):
+	case path == "/v1/chat/completions", path == "/v1/completions", path == "/v1/embeddings", path == "/v1/responses":
+		return Route{Family: OpenAI, Generation: true}, true
+	case path == "/v1/models", strings.HasPrefix(path, "/v1/responses/"):
 		return Route{Family: OpenAI}, true
 	}
 	if id, ok := strings.CutPrefix(path, "/v1/models/"); ok && id != "" && !strings.ContainsAny(id, ":/") {
@@ -90,7 +99,7 @@ func Parse(path string) (r Route, ok bool) {
 		if !found || model == "" || action == "" || strings.Contains(model, "/") {
 			return Route{}, false
 		}
-		return Route{Family: Gemini, Model: model}, true
+		return Route{Family: Gemini, Model: model, Generation: true}, true
 	}
 	return Route{}, false
 }

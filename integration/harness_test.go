@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -24,9 +25,13 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 )
 
-const (
-	adminAddr = "localhost:2999"
-	siteAddr  = "http://localhost:9080"
+// The ports of this test process's Caddy, chosen free in TestMain so that
+// two test runs on one machine never meet.
+var (
+	adminAddr string // host:port of the admin API
+	sitePort  int    // the site's HTTP port
+	httpsPort int    // unused by the tests, but Caddy's https_port must not clash
+	siteAddr  string // base URL of the site
 )
 
 // mockKeys are the upstream credentials the mock knows: key → label.
@@ -60,7 +65,7 @@ func newUpstream(t *testing.T, opts mockllm.Options) *upstream {
 
 // loadConfig loads a Caddyfile through the admin API (a real reload when a
 // config is already running). The site block body is placed inside
-// `http://localhost:9080 { ... }` with storage in a temp dir.
+// the site block on this process's free port with storage in a temp dir.
 func loadConfig(t *testing.T, storageDir, site string) *caddytest.Tester {
 	t.Helper()
 	tester := caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{TestRequestTimeout: 20 * time.Second})
@@ -71,8 +76,8 @@ func loadConfig(t *testing.T, storageDir, site string) *caddytest.Tester {
 func caddyfile(storageDir, site string) string {
 	return fmt.Sprintf(`{
 	admin %s
-	http_port 9080
-	https_port 9443
+	http_port %d
+	https_port %d
 	grace_period 1m
 	storage file_system {
 		root %s
@@ -82,7 +87,7 @@ func caddyfile(storageDir, site string) string {
 %s {
 %s
 }
-`, adminAddr, storageDir, siteAddr, site)
+`, adminAddr, sitePort, httpsPort, storageDir, siteAddr, site)
 }
 
 // postLoad loads a raw Caddyfile through the admin API and returns the
@@ -161,7 +166,24 @@ func sseEvents(b []byte) []string {
 }
 
 func TestMain(m *testing.M) {
+	adminPort := freePort()
+	sitePort, httpsPort = freePort(), freePort()
+	adminAddr = fmt.Sprintf("localhost:%d", adminPort)
+	siteAddr = fmt.Sprintf("http://localhost:%d", sitePort)
+	// caddytest starts its in-process Caddy on this admin port.
+	caddytest.Default.AdminPort = adminPort
 	os.Exit(m.Run())
+}
+
+// freePort returns a loopback port that was free a moment ago (TestMain has
+// no testing.TB for testutil.FreePort).
+func freePort() int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }
 
 func mockllmOpts() mockllm.Options { return mockllm.Options{} }

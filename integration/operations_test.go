@@ -263,7 +263,7 @@ func TestJSONConfig(t *testing.T) {
   "admin": {"listen": %q},
   "storage": {"module": "file_system", "root": %q},
   "apps": {"http": {"servers": {"json": {
-    "listen": [":9080"],
+    "listen": [":%d"],
     "routes": [{"handle": [{
       "handler": "llm_proxy",
       "pool": "json-config",
@@ -279,7 +279,7 @@ func TestJSONConfig(t *testing.T) {
       "max_request_body": 1048576
     }]}]
   }}}}
-}`, adminAddr, t.TempDir(), up.URL, up.URL)
+}`, adminAddr, t.TempDir(), sitePort, up.URL, up.URL)
 	newTesterJSON(t, cfg)
 	for _, key := range []string{"k1", "k2"} {
 		resp, body := call(t, http.MethodPost, "/v1/messages", map[string]string{"x-api-key": key}, conversation("json", "", 1))
