@@ -152,7 +152,7 @@ func (c *Credential) RecordFailure(model string, v failure.Verdict, p failure.Po
 		m := c.models[model]
 		if m == nil {
 			if len(c.models) >= maxModelCooldowns {
-				c.pruneModels(now)
+				c.evictModel(now)
 			}
 			m = &modelCool{}
 			c.models[model] = m
@@ -172,17 +172,28 @@ func (c *Credential) RecordFailure(model string, v failure.Verdict, p failure.Po
 	return until
 }
 
-// maxModelCooldowns bounds the per-model entries of one credential (model
-// names come from clients); past it, entries no longer cooling are dropped.
-const maxModelCooldowns = 1024
+// maxModelCooldowns bounds the per-model entries (cooldowns and 429
+// ladders) of one credential: model names come from clients. The
+// credential-wide cooldown is kept apart and never evicted.
+const maxModelCooldowns = 256
 
-// pruneModels drops model entries that no longer cool, keeping 429 ladders
-// only of models still cooling. Must hold c.mu.
-func (c *Credential) pruneModels(now time.Time) {
+// evictModel makes room for one more per-model entry: it drops every entry
+// no longer cooling at now and, when none was, the one whose cooldown ends
+// soonest (the least cooling time lost). Must hold c.mu.
+func (c *Credential) evictModel(now time.Time) {
+	soonest, found := "", false
+	var soonestUntil time.Time
 	for model, m := range c.models {
 		if !m.until.After(now) {
 			delete(c.models, model)
+			continue
 		}
+		if !found || m.until.Before(soonestUntil) {
+			soonest, soonestUntil, found = model, m.until, true
+		}
+	}
+	if len(c.models) >= maxModelCooldowns && found {
+		delete(c.models, soonest)
 	}
 }
 

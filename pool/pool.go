@@ -171,6 +171,22 @@ func idSet(auths []*auth.Auth) map[string]bool {
 	return ids
 }
 
+// StoredAuths returns the records of the pool's stored credentials, sorted
+// by ID: what a config provisioned while storage cannot be listed keeps
+// serving.
+func (p *Pool) StoredAuths() []*auth.Auth {
+	p.mu.RLock()
+	out := make([]*auth.Auth, 0, len(p.stored))
+	for id := range p.stored {
+		if c, ok := p.creds[id]; ok {
+			out = append(out, c.Auth())
+		}
+	}
+	p.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
 // PutStored adds or replaces one stored credential (after an admin write).
 func (p *Pool) PutStored(a *auth.Auth) {
 	p.mu.Lock()
@@ -316,11 +332,9 @@ func (p *Pool) Eligible(family apifamily.Family, model string) *Eligible {
 		e.Creds[i] = byID[set.At(i).ID]
 	}
 	if len(p.sets) >= maxSets {
-		// Model names come from clients: bound the sets and the
-		// strategies' memory of them. Cursors of the models in use start
-		// over, which only shifts where their round robin resumes.
+		// Model names come from clients: bound the sets. The strategies'
+		// memory of them bounds itself (see selector.State).
 		clear(p.sets)
-		p.Strategy.Forget(func(string) bool { return false })
 	}
 	p.sets[k] = e
 	return e

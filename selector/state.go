@@ -11,12 +11,20 @@ import (
 // a Set is rebuilt. Fill first and rendezvous keep nothing. Keep one State
 // per pool for as long as the pool lives, across reloads.
 //
+// Set keys usually name a model, and model names come from clients, so a
+// State remembers at most [MaxStateKeys] Set keys per strategy; past that,
+// an arbitrary one is forgotten to make room, and that Set starts afresh
+// (its round robin resumes from its first candidate).
+//
 // A State is safe for concurrent use. The zero value is ready to use.
 type State struct {
 	mu  sync.RWMutex
 	rr  map[string]*atomic.Uint64
 	wrr map[string]*wrrState
 }
+
+// MaxStateKeys is the number of Set keys a [State] remembers per strategy.
+const MaxStateKeys = 4096
 
 // NewState returns an empty State.
 func NewState() *State { return &State{} }
@@ -55,6 +63,7 @@ func (st *State) cursor(key string) *atomic.Uint64 {
 		if st.rr == nil {
 			st.rr = make(map[string]*atomic.Uint64)
 		}
+		makeRoom(st.rr)
 		c = new(atomic.Uint64)
 		st.rr[key] = c
 	}
@@ -76,8 +85,23 @@ func (st *State) weights(key string) *wrrState {
 		if st.wrr == nil {
 			st.wrr = make(map[string]*wrrState)
 		}
+		makeRoom(st.wrr)
 		w = new(wrrState)
 		st.wrr[key] = w
 	}
 	return w
+}
+
+// makeRoom forgets an arbitrary key of m when m holds MaxStateKeys keys.
+// Go's map iteration starts at a random position, so which key goes
+// cannot be steered by the order keys were added in. The caller holds the
+// State's lock.
+func makeRoom[V any](m map[string]V) {
+	if len(m) < MaxStateKeys {
+		return
+	}
+	for k := range m {
+		delete(m, k)
+		return
+	}
 }
