@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,17 +19,40 @@ const storageTimeout = 10 * time.Second
 
 // listStored lists the credential records in storage. Failures are logged,
 // never fatal: the pool keeps serving what it has, and the next rescan tries
-// again. ok is false when storage could not be listed.
+// again. When storage cannot be listed, ok is false and auths are the
+// pool's current stored credentials; a record that is listed but cannot be
+// read keeps its current copy too. A storage hiccup therefore never empties
+// the pool, on a rescan or on a reload.
 func (h *Handler) listStored(ctx context.Context) (auths []*auth.Auth, ok bool) {
 	ctx, cancel := context.WithTimeout(ctx, storageTimeout)
 	defer cancel()
 	auths, bad, err := h.store.List(ctx)
 	if err != nil {
 		h.logger.Warn("listing credentials in storage failed; keeping the current ones", zap.Error(err))
-		return nil, false
+		return h.pool.StoredAuths(), false
 	}
 	h.warnBad(bad)
-	return auths, true
+	return keepUnreadable(auths, bad, h.pool.StoredAuths()), true
+}
+
+// keepUnreadable adds to listed the current record of every ID whose key
+// was listed but could not be read.
+func keepUnreadable(listed []*auth.Auth, bad []auth.LoadError, current []*auth.Auth) []*auth.Auth {
+	added := false
+	for _, b := range bad {
+		if !b.Unreadable || b.ID == "" {
+			continue
+		}
+		i, found := sort.Find(len(current), func(i int) int { return strings.Compare(b.ID, current[i].ID) })
+		if found {
+			listed = append(listed, current[i])
+			added = true
+		}
+	}
+	if added {
+		sort.Slice(listed, func(i, j int) bool { return listed[i].ID < listed[j].ID })
+	}
+	return listed
 }
 
 // warnBad logs one warning per record that does not parse, not one per
@@ -40,7 +64,13 @@ func (h *Handler) warnBad(bad []auth.LoadError) {
 	for _, b := range bad {
 		msg := b.Err.Error()
 		seen[b.Key] = msg
-		if h.badRecords[b.Key] != msg {
+		if h.badRecords[b.Key] == msg {
+			continue
+		}
+		if b.Unreadable {
+			h.logger.Warn("cannot read credential record; a credential already loaded under its ID keeps serving",
+				zap.String("key", b.Key), zap.Error(b.Err))
+		} else {
 			h.logger.Warn("skipping credential record that does not parse", zap.String("key", b.Key), zap.Error(b.Err))
 		}
 	}

@@ -17,9 +17,9 @@ import (
 // Store keeps credential records.
 type Store interface {
 	// List returns every record that parses, sorted by ID. Records that
-	// fail to parse are skipped and returned in bad. err is set only when
-	// the records could not be listed or read; the caller should then keep
-	// what it had.
+	// cannot be read or parsed are skipped and returned in bad, so one bad
+	// key never hides the others. err is set only when the records could
+	// not be listed; the caller should then keep what it had.
 	List(ctx context.Context) (auths []*Auth, bad []LoadError, err error)
 
 	// Save writes a validated record, atomically and under the storage
@@ -35,7 +35,14 @@ type Store interface {
 // LoadError is a stored record that could not be loaded.
 type LoadError struct {
 	Key string // storage key of the record
-	Err error
+	// ID is the record ID the key names, "" when that is not a valid ID.
+	ID string
+	// Unreadable is set when the key could not be read at all (a
+	// directory, a file without read permission, a storage failure), as
+	// opposed to read but not parsed: the record may still be fine, and a
+	// caller may keep the copy it already has.
+	Unreadable bool
+	Err        error
 }
 
 func (e LoadError) Error() string { return fmt.Sprintf("loading %s: %v", e.Key, e.Err) }
@@ -95,7 +102,9 @@ const listAttempts = 5
 
 // List implements Store. A missing prefix is an empty store. Keys not
 // ending in ".json" (lock files, temporary files, notes) are ignored, and a
-// record deleted between listing and loading is left out.
+// record deleted between listing and loading is left out. A key that
+// cannot be read (e.g. a directory named "x.json") is reported in bad as
+// Unreadable and the listing goes on.
 func (s *CaddyStore) List(ctx context.Context) ([]*Auth, []LoadError, error) {
 	if err := s.check(); err != nil {
 		return nil, nil, err
@@ -137,17 +146,27 @@ func (s *CaddyStore) List(ctx context.Context) ([]*Auth, []LoadError, error) {
 			continue
 		}
 		if err != nil {
-			return nil, nil, fmt.Errorf("loading %s: %w", key, err)
+			bad = append(bad, LoadError{Key: key, ID: id, Unreadable: true, Err: s.readError(ctx, key, err)})
+			continue
 		}
 		a, err := Parse(id, data)
 		if err != nil {
-			bad = append(bad, LoadError{Key: key, Err: err})
+			bad = append(bad, LoadError{Key: key, ID: id, Err: err})
 			continue
 		}
 		auths = append(auths, a)
 	}
 	sort.Slice(auths, func(i, j int) bool { return auths[i].ID < auths[j].ID })
 	return auths, bad, nil
+}
+
+// readError explains why key could not be loaded: a directory is named as
+// such, anything else is the storage's own error.
+func (s *CaddyStore) readError(ctx context.Context, key string, err error) error {
+	if info, serr := s.Storage.Stat(ctx, key); serr == nil && !info.IsTerminal {
+		return errors.New("a directory, not a record: rename or remove it in storage")
+	}
+	return fmt.Errorf("reading: %w", err)
 }
 
 // idOf returns the record ID of a listed key, false if the key is not a
@@ -213,6 +232,12 @@ func (s *CaddyStore) Delete(ctx context.Context, id string) error {
 	}
 	key := s.Key(id)
 	return s.locked(ctx, key, func() error {
+		// A file storage deletes directories recursively: never take a
+		// directory that happens to be named like a record, with whatever
+		// it holds.
+		if info, err := s.Storage.Stat(ctx, key); err == nil && !info.IsTerminal {
+			return fmt.Errorf("deleting %s: a directory, not a record: remove it in storage by hand", key)
+		}
 		err := s.Storage.Delete(ctx, key)
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("deleting %s: %w", key, err)
@@ -263,7 +288,9 @@ func decodeDocument(data []byte) (any, error) {
 
 // ValidateID checks a credential ID: 1 to 200 characters from A-Z, a-z,
 // 0-9 and "._@+-/", where "/" separates non-empty path segments other
-// than "." and "..".
+// than "." and "..", no segment ending in ".json" (in any case). The ID
+// names a storage key, <prefix>/<id>.json; a segment ending in ".json"
+// would make a directory that storage listings take for a record.
 func ValidateID(id string) error {
 	if id == "" {
 		return errors.New("empty credential ID")
@@ -286,6 +313,9 @@ func ValidateID(id string) error {
 			return fmt.Errorf("credential ID %q: empty path segment (leading, trailing or double \"/\")", id)
 		case ".", "..":
 			return fmt.Errorf("credential ID %q: path segment %q not allowed", id, seg)
+		}
+		if len(seg) >= len(recordSuffix) && strings.EqualFold(seg[len(seg)-len(recordSuffix):], recordSuffix) {
+			return fmt.Errorf("credential ID %q: path segment %q ends in %q, which storage keeps for records", id, seg, recordSuffix)
 		}
 	}
 	if strings.Contains(id, "..") {

@@ -440,3 +440,107 @@ func TestStoreListRetriesVanishedFiles(t *testing.T) {
 		t.Errorf("Delete of a missing record: %v", err)
 	}
 }
+
+// unreadableStorage is a file storage that fails to load the keys in
+// broken, as a storage does for a file it may not read or a backend that
+// fails on one key.
+type unreadableStorage struct {
+	*certmagic.FileStorage
+	broken map[string]bool
+}
+
+func (u *unreadableStorage) Load(ctx context.Context, key string) ([]byte, error) {
+	if u.broken[key] {
+		return nil, &os.PathError{Op: "open", Path: key, Err: os.ErrPermission}
+	}
+	return u.FileStorage.Load(ctx, key)
+}
+
+// An ID with a segment ending in ".json" makes a directory that looks like
+// a record to every later listing; such IDs are refused everywhere.
+func TestValidateIDRefusesRecordLikeSegments(t *testing.T) {
+	for _, id := range []string{"a.json/b", "a.JSON/b", "team/x.json/y", "x.json", "team/x.Json", ".json"} {
+		if err := ValidateID(id); err == nil || !strings.Contains(err.Error(), ".json") {
+			t.Errorf("ValidateID(%q) = %v, want an error naming .json", id, err)
+		}
+	}
+	for _, id := range []string{"json", "a.jsonx/b", "a-json/b", "team/json.d", "a.js"} {
+		if err := ValidateID(id); err != nil {
+			t.Errorf("ValidateID(%q) = %v", id, err)
+		}
+	}
+	ctx := context.Background()
+	s, dir := newFileStore(t)
+	if _, err := s.Save(ctx, &Auth{ID: "a.json/b", Provider: "openai", APIKey: "sk-1234567890"}); err == nil {
+		t.Fatal("Save of a.json/b: no error")
+	}
+	if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(testPrefix), "a.json")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a.json was created in storage: %v", err)
+	}
+}
+
+// A directory named like a record and a key that cannot be read are
+// reported, and every other record still loads.
+func TestStoreListSkipsUnreadableKeys(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	fs := &unreadableStorage{FileStorage: &certmagic.FileStorage{Path: dir}}
+	s := NewCaddyStore(fs, testPrefix)
+	for _, id := range []string{"a", "locked", "team/z"} {
+		if _, err := s.Save(ctx, &Auth{ID: id, Provider: "openai", APIKey: "sk-1234567890"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fs.broken = map[string]bool{testPrefix + "/locked.json": true}
+	// What an older version let POST {"id": "x.json/b"} create, or an
+	// operator made by hand.
+	writeRecord(t, dir, "x.json/b.json", claudeKeyFile)
+	if err := os.MkdirAll(filepath.Join(dir, filepath.FromSlash(testPrefix), "empty.json"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+
+	ids, bad := listIDs(t, s)
+	if !reflect.DeepEqual(ids, []string{"a", "team/z"}) {
+		t.Fatalf("loaded %v, want [a team/z]", ids)
+	}
+	got := map[string]LoadError{}
+	for _, b := range bad {
+		got[b.Key] = b
+	}
+	for key, want := range map[string]struct {
+		id         string
+		unreadable bool
+		msg        string
+	}{
+		testPrefix + "/x.json":        {"x", true, "a directory, not a record"},
+		testPrefix + "/empty.json":    {"empty", true, "a directory, not a record"},
+		testPrefix + "/locked.json":   {"locked", true, "permission denied"},
+		testPrefix + "/x.json/b.json": {"", false, `ends in ".json"`},
+	} {
+		b, ok := got[key]
+		if !ok {
+			t.Errorf("%s not reported; bad: %v", key, bad)
+			continue
+		}
+		if b.ID != want.id || b.Unreadable != want.unreadable || !strings.Contains(b.Error(), want.msg) {
+			t.Errorf("%s: ID %q, unreadable %v, error %q; want %q, %v, containing %q", key, b.ID, b.Unreadable, b.Error(), want.id, want.unreadable, want.msg)
+		}
+	}
+	if len(bad) != 4 {
+		t.Errorf("%d bad keys, want 4: %v", len(bad), bad)
+	}
+}
+
+// Deleting a record never takes a directory named like it, nor what the
+// directory holds.
+func TestStoreDeleteRefusesDirectories(t *testing.T) {
+	ctx := context.Background()
+	s, dir := newFileStore(t)
+	inside := writeRecord(t, dir, "x.json/b.json", claudeKeyFile)
+	if err := s.Delete(ctx, "x"); err == nil || !strings.Contains(err.Error(), "directory") {
+		t.Fatalf("Delete(x) = %v, want an error naming the directory", err)
+	}
+	if _, err := os.Stat(inside); err != nil {
+		t.Fatalf("the directory's content is gone: %v", err)
+	}
+}
