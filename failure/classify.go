@@ -6,10 +6,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
-
-	"github.com/tidwall/gjson"
 )
 
 // Action is what the caller does with the request after one upstream attempt.
@@ -22,10 +19,12 @@ const (
 	Success Action = iota
 	// Return means the response goes back to the client untouched and the
 	// credential is not cooled: 400, 409, 413, 422, a 404 that is not about
-	// the model, and every other 4xx not listed under Failover.
+	// the model, and every other 4xx not listed under Failover: answers
+	// about the request, which another credential would give too.
 	Return
 	// Failover means the credential is cooled (see Verdict.Scope and
-	// Verdict.Until) and the request moves to the next credential.
+	// Verdict.Until; ScopeNone cools nothing) and the request moves to the
+	// next credential.
 	Failover
 	// Stop means the client went away: nothing is cooled and no further
 	// attempt is made.
@@ -55,15 +54,34 @@ const (
 	ScopeModel Scope = iota
 	// ScopeAll cools the credential for every model.
 	ScopeAll
+	// ScopeEndpoint cools the requested model on the credential for the
+	// endpoint the request addressed only (the model and method pair). It
+	// answers a 404 that cannot tell a model the credential lacks from a
+	// model that does not support the method, as Gemini words both
+	// ("models/x is not found for API version v1beta, or is not supported
+	// for embedContent"): cooling the whole model would let one request for
+	// a method the model lacks shut the model off for everybody.
+	ScopeEndpoint
+	// ScopeNone cools nothing: the request moves on to the next credential
+	// and this one stays available. It is the scope of a rate limit, server
+	// error or timeout met by a request that names no model (GET
+	// /v1/models, reading a stored response): a model-scoped cooldown needs
+	// a model, and cooling the empty name would shut the credential to
+	// every such request, for everybody, because of one.
+	ScopeNone
 )
 
-// String returns "model" or "all".
+// String returns "model", "all", "endpoint" or "none".
 func (s Scope) String() string {
 	switch s {
 	case ScopeModel:
 		return "model"
 	case ScopeAll:
 		return "all"
+	case ScopeEndpoint:
+		return "endpoint"
+	case ScopeNone:
+		return "none"
 	}
 	return "scope(" + strconv.Itoa(int(s)) + ")"
 }
@@ -93,81 +111,170 @@ type Verdict struct {
 	// constants.
 	Reason string
 	// Until is the absolute end of the cooldown when Action is Failover. It
-	// is zero for a 429 without a reset hint: the caller then applies the
-	// backoff ladder through Policy.Backoff.
+	// is zero for a 429 without a reset hint (the caller then applies the
+	// backoff ladder through Policy.Backoff) and when Scope is ScopeNone.
 	Until time.Time
 	// Hinted reports that Until came from a provider reset hint.
 	Hinted bool
 }
 
-// Classify decides about one upstream attempt.
+// Request is what classification needs to know about the client request
+// an attempt served.
+type Request struct {
+	// Model is the model the request names, in its path or its body; ""
+	// when it names none.
+	Model string
+	// Generation reports that the endpoint runs Model (messages, chat and
+	// text completions, embeddings, creating a response, a Gemini model
+	// action). Only there can a 404 mean that the credential does not serve
+	// the model.
+	Generation bool
+}
+
+// Attempt is what one upstream attempt came to.
+type Attempt struct {
+	// Status is the response status, 0 when no response arrived.
+	Status int
+	// Header is the response header.
+	Header http.Header
+	// Body is at most a bounded prefix of the body of an error response
+	// (status 400 and above); nil otherwise.
+	Body []byte
+	// Err is the transport error, nil when a response arrived.
+	Err error
+	// Sent reports that the whole request reached the upstream before Err:
+	// a connection was made and the request written. A failure after that
+	// (no response in time, a reset) concerns what the request asked for;
+	// one before it (refused, DNS, TLS, proxy) concerns the credential's
+	// endpoint.
+	Sent bool
+	// ClientErr is the client request context's Err(): non-nil means the
+	// client went away.
+	ClientErr error
+}
+
+// Classify decides about one upstream attempt for req. Zero fields of p
+// take their defaults.
 //
-// err is the transport error (nil when a response arrived); clientCtxErr is
-// the client request context's Err(), and a non-nil value means the client
-// left: the verdict is Stop, whatever err and status say. body is at most a
-// small prefix of an error response body, nil for 2xx. Zero fields of p take
-// their defaults.
+// Its rule: a client request cools a credential only through an upstream
+// answer about the credential (authentication, quota, rate limit, overload,
+// outage), never through one about the request itself (an unknown path, a
+// resource that does not exist, malformed or oversized input). "Model" in
+// the scopes below means ScopeModel when req names a model and ScopeNone
+// (nothing cooled) when it does not.
 //
 // Outcomes, in order of precedence:
 //
-//   - client gone (clientCtxErr != nil): Stop, "client_canceled".
-//   - transport error: Failover, ScopeAll, cooled for ServerError. A context
+//   - client gone (ClientErr != nil): Stop, "client_canceled".
+//   - transport error, or no status: Failover for ServerError. A context
 //     cancellation or deadline, or any error reporting Timeout(), is
-//     "timeout"; everything else (refused, reset, DNS, TLS, proxy) is
-//     "connection_error".
-//   - 429: Failover, ScopeModel, "rate_limited", Until from [ResetHint], or
-//     zero without a hint.
-//   - 401, 402, 403: Failover, ScopeAll, "auth_failed", now + AuthFailure.
-//   - 404 whose body says the model does not exist: Failover, ScopeModel,
-//     "model_not_found", now + ModelNotFound. Any other 404: Return.
-//   - 408, 5xx (529 included): Failover, ScopeModel, "server_error",
+//     "timeout"; everything else is "connection_error". Before the request
+//     was sent (refused, DNS, TLS, proxy) it cools the credential for all
+//     models; after (no response headers in time, a reset) only the model.
+//   - 429 whose body says the request alone exceeds the tokens-per-minute
+//     limit (OpenAI's "Request too large for ..."): Return, "client_error";
+//     a credential of the same tier would refuse it too.
+//   - other 429: Failover, model, "rate_limited", Until from [ResetHint],
+//     or zero without a hint.
+//   - 401, 402: Failover, ScopeAll, "auth_failed", now + AuthFailure.
+//   - 403: the same, unless it is Gemini's PERMISSION_DENIED about a
+//     resource the request referred to that may not exist (a file, cached
+//     content, a tuned model), without a google.rpc.ErrorInfo: Return.
+//   - 400 of a revoked or expired Gemini key (google.rpc.ErrorInfo reason
+//     API_KEY_INVALID, or a message starting "API key not valid" or "API
+//     key expired"): as 401.
+//   - 404 of a generation request for a named model whose body says that
+//     model does not exist, in its provider's words (OpenAI code
+//     model_not_found; Anthropic not_found_error "model: ..."; Gemini
+//     NOT_FOUND naming models/<model>; a JSON or plain-text message from
+//     an OpenAI-compatible server saying the named model is not found or
+//     does not exist): Failover, "model_not_found", now + ModelNotFound,
+//     ScopeEndpoint when the message also says "not supported" (Gemini's
+//     wording covers a method the model lacks) and ScopeModel otherwise.
+//     Every other 404 (unknown path or action, missing response, file or
+//     batch, any 404 of a request without a model): Return.
+//   - 408, 5xx (529 included): Failover, model, "server_error",
 //     now + ServerError.
 //   - any other 4xx: Return, "client_error".
 //   - anything else (1xx, 2xx, 3xx, nonstandard codes of 600 and above):
 //     Success.
-//   - status below 100 with a nil err (no response and no error): treated
-//     as a connection error.
 //
-// For 401-404 and server errors a reset hint later than the policy duration
-// wins, and Hinted is set.
-func Classify(p Policy, status int, h http.Header, body []byte, err error, clientCtxErr error, now time.Time) Verdict {
+// For 401-404 and server errors a reset hint later than the policy
+// duration wins, and Hinted is set.
+func Classify(p Policy, req Request, a Attempt, now time.Time) Verdict {
 	p = p.WithDefaults()
-	if clientCtxErr != nil {
+	if a.ClientErr != nil {
 		return Verdict{Action: Stop, Reason: ReasonClientCanceled}
 	}
-	if err != nil {
+	model := ScopeModel
+	if req.Model == "" {
+		model = ScopeNone
+	}
+	ret := Verdict{Action: Return, Reason: ReasonClientError}
+	status := a.Status
+	if a.Err != nil || status < 100 {
 		reason := ReasonConnectionError
-		if isTimeout(err) {
+		if a.Err != nil && isTimeout(a.Err) {
 			reason = ReasonTimeout
 		}
-		return Verdict{Action: Failover, Scope: ScopeAll, Reason: reason, Until: now.Add(p.ServerError)}
+		scope := ScopeAll
+		if a.Sent {
+			scope = model
+		}
+		return failover(scope, reason, now.Add(p.ServerError))
 	}
 	switch {
-	case status < 100:
-		return Verdict{Action: Failover, Scope: ScopeAll, Reason: ReasonConnectionError, Until: now.Add(p.ServerError)}
 	case status == http.StatusTooManyRequests:
-		v := Verdict{Action: Failover, Scope: ScopeModel, Reason: ReasonRateLimited}
-		v.Until, v.Hinted = ResetHint(h, body, now)
-		return v
-	case status == http.StatusUnauthorized, status == http.StatusPaymentRequired, status == http.StatusForbidden:
-		return withHint(Verdict{Action: Failover, Scope: ScopeAll, Reason: ReasonAuthFailed}, now.Add(p.AuthFailure), h, body, now)
-	case status == http.StatusNotFound:
-		if !modelNotFound(body) {
-			return Verdict{Action: Return, Reason: ReasonClientError}
+		if parseErrorBody(a.Body).requestTooLarge() {
+			return ret
 		}
-		return withHint(Verdict{Action: Failover, Scope: ScopeModel, Reason: ReasonModelNotFound}, now.Add(p.ModelNotFound), h, body, now)
+		v := failover(model, ReasonRateLimited, time.Time{})
+		if v.Scope != ScopeNone {
+			v.Until, v.Hinted = ResetHint(a.Header, a.Body, now)
+		}
+		return v
+	case status == http.StatusForbidden && parseErrorBody(a.Body).resourceDenied():
+		return ret
+	case status == http.StatusUnauthorized, status == http.StatusPaymentRequired, status == http.StatusForbidden,
+		status == http.StatusBadRequest && parseErrorBody(a.Body).keyInvalid():
+		return withHint(failover(ScopeAll, ReasonAuthFailed, now.Add(p.AuthFailure)), a, now)
+	case status == http.StatusNotFound:
+		if !req.Generation || req.Model == "" {
+			return ret
+		}
+		e := parseErrorBody(a.Body)
+		if !e.modelMissing(req.Model) {
+			return ret
+		}
+		scope := ScopeModel
+		if e.says("not supported") {
+			scope = ScopeEndpoint
+		}
+		return withHint(failover(scope, ReasonModelNotFound, now.Add(p.ModelNotFound)), a, now)
 	case status == http.StatusRequestTimeout, status >= 500 && status <= 599:
-		return withHint(Verdict{Action: Failover, Scope: ScopeModel, Reason: ReasonServerError}, now.Add(p.ServerError), h, body, now)
+		return withHint(failover(model, ReasonServerError, now.Add(p.ServerError)), a, now)
 	case status >= 400 && status <= 499:
-		return Verdict{Action: Return, Reason: ReasonClientError}
+		return ret
 	}
 	return Verdict{Action: Success, Reason: ReasonSuccess}
 }
 
-// withHint sets v.Until to the later of base and the reset hint, if any.
-func withHint(v Verdict, base time.Time, h http.Header, body []byte, now time.Time) Verdict {
-	v.Until = base
-	if t, ok := ResetHint(h, body, now); ok && t.After(base) {
+// failover is a Failover verdict; with ScopeNone nothing is cooled, so
+// until is dropped.
+func failover(scope Scope, reason string, until time.Time) Verdict {
+	if scope == ScopeNone {
+		until = time.Time{}
+	}
+	return Verdict{Action: Failover, Scope: scope, Reason: reason, Until: until}
+}
+
+// withHint moves v.Until to the reset hint of the attempt when that is
+// later, unless v cools nothing.
+func withHint(v Verdict, a Attempt, now time.Time) Verdict {
+	if v.Scope == ScopeNone {
+		return v
+	}
+	if t, ok := ResetHint(a.Header, a.Body, now); ok && t.After(v.Until) {
 		v.Until, v.Hinted = t, true
 	}
 	return v
@@ -181,92 +288,4 @@ func isTimeout(err error) bool {
 	}
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// modelNotFound reports whether a 404 body says that the requested model
-// does not exist, as opposed to a wrong path or a missing resource.
-func modelNotFound(body []byte) bool {
-	root := jsonRoot(body)
-	if !root.Exists() {
-		// Plain text bodies from OpenAI-compatible servers.
-		return mentionsMissingModel(string(body))
-	}
-	if root.IsArray() {
-		// Gemini streaming errors come wrapped in an array.
-		root = root.Get("0")
-	}
-	if !root.IsObject() {
-		return false
-	}
-	e := root.Get("error")
-	msg := e.Get("message").String()
-	if e.Type == gjson.String {
-		// {"error": "model 'x' not found"} (Ollama and similar).
-		msg = e.Str
-	}
-	if msg == "" {
-		msg = root.Get("message").String()
-	}
-	if msg == "" {
-		msg = root.Get("detail").String()
-	}
-	lowerMsg := strings.ToLower(msg)
-	switch {
-	case e.Get("code").String() == "model_not_found", root.Get("code").String() == "model_not_found":
-		// OpenAI.
-		return true
-	case e.Get("type").String() == "not_found_error" && strings.Contains(lowerMsg, "model"):
-		// Anthropic: {"type":"error","error":{"type":"not_found_error","message":"model: x"}}.
-		return true
-	case e.Get("status").String() == "NOT_FOUND" && strings.Contains(lowerMsg, "model"):
-		// Gemini: "models/x is not found for API version v1beta".
-		return true
-	}
-	return mentionsMissingModel(msg)
-}
-
-// mentionsMissingModel reports whether a free-text message says that a
-// model was not found or does not exist.
-func mentionsMissingModel(msg string) bool {
-	m := strings.ToLower(msg)
-	return strings.Contains(m, "model") &&
-		(strings.Contains(m, "not found") || strings.Contains(m, "does not exist"))
-}
-
-// ClassifyModelRequest is Classify for a request that names a model, such as
-// a generation request: there a 404 means the credential does not serve the
-// model (or deployment), however the upstream words it (providers and
-// OpenAI-compatible servers all phrase it differently), so every 404 cools
-// that model on the credential for ModelNotFound and fails over. Requests
-// without a model (GET /v1/models, a response or batch by ID) use Classify,
-// where only a 404 that says so is about the model. A 404 that names another
-// missing resource the request referred to (a previous response, a
-// conversation, a file, a vector store, a batch) is the client's to see:
-// another credential would not have it either, and this one is not at fault.
-func ClassifyModelRequest(p Policy, status int, h http.Header, body []byte, err error, clientCtxErr error, now time.Time) Verdict {
-	v := Classify(p, status, h, body, err, clientCtxErr, now)
-	if status == http.StatusNotFound && err == nil && v.Action == Return && !otherResourceMissing(body) {
-		p = p.WithDefaults()
-		v = withHint(Verdict{Action: Failover, Scope: ScopeModel, Reason: ReasonModelNotFound}, now.Add(p.ModelNotFound), h, body, now)
-	}
-	return v
-}
-
-// otherResources are the words of a 404 about something the request
-// referred to other than the model.
-var otherResources = []string{
-	"previous_response", "previous response", "conversation", "vector_store", "vector store",
-	"file_id", "file with id", "batch",
-}
-
-// otherResourceMissing reports whether a 404 body names a missing resource
-// other than the model.
-func otherResourceMissing(body []byte) bool {
-	lower := strings.ToLower(string(body))
-	for _, w := range otherResources {
-		if strings.Contains(lower, w) {
-			return true
-		}
-	}
-	return false
 }

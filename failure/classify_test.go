@@ -30,7 +30,22 @@ const (
 	geminiOtherNotFound    = `{"error":{"code":404,"message":"Requested entity was not found.","status":"NOT_FOUND"}}`
 	vllmModelNotFound      = `{"object":"error","message":"The model ` + "`llama-9`" + ` does not exist.","type":"NotFoundError","param":null,"code":404}`
 	ollamaModelNotFound    = `{"error":"model 'llama9' not found, try pulling it first"}`
+
+	openAITPMReached      = `{"error":{"message":"Rate limit reached for gpt-4o in organization org-abc on tokens per min (TPM): Limit 30000, Used 29000, Requested 2000. Please try again in 2s.","type":"tokens","param":null,"code":"rate_limit_exceeded"}}`
+	openAIRequestTooLarge = `{"error":{"message":"Request too large for gpt-4o in organization org-abc on tokens per min (TPM): Limit 30000, Requested 36000. The input or output tokens must be reduced in order to run successfully.","type":"tokens","param":null,"code":"rate_limit_exceeded"}}`
 )
+
+// gen is a generation request for model.
+func gen(model string) Request { return Request{Model: model, Generation: true} }
+
+// classifyStatus runs Classify on a response to req.
+func classifyStatus(req Request, status int, h http.Header, body string) Verdict {
+	var b []byte
+	if body != "" {
+		b = []byte(body)
+	}
+	return Classify(testPolicy, req, Attempt{Status: status, Header: h, Body: b}, now)
+}
 
 func TestClassifyStatus(t *testing.T) {
 	success := Verdict{Action: Success, Reason: "success"}
@@ -67,6 +82,8 @@ func TestClassifyStatus(t *testing.T) {
 		{"409", 409, nil, "", ret},
 		{"410", 410, nil, "", ret},
 		{"413", 413, nil, "", ret},
+		{"413 anthropic request_too_large", 413, nil, `{"type":"error","error":{"type":"request_too_large","message":"Request exceeds the maximum allowed number of bytes."}}`, ret},
+		{"400 anthropic prompt is too long", 400, nil, `{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 250000 tokens > 200000 maximum"}}`, ret},
 		{"415", 415, nil, "", ret},
 		{"422", 422, nil, "", ret},
 		{"499", 499, nil, "", ret},
@@ -74,26 +91,14 @@ func TestClassifyStatus(t *testing.T) {
 
 		{"401", 401, nil, "", auth},
 		{"402", 402, nil, "", auth},
-		{"403", 403, nil, `{"type":"error","error":{"type":"permission_error","message":"no"}}`, auth},
+		{"403 anthropic permission_error", 403, nil, `{"type":"error","error":{"type":"permission_error","message":"Your API key does not have permission to use the specified resource."}}`, auth},
+		{"403 openai unsupported region", 403, nil, `{"error":{"code":"unsupported_country_region_territory","message":"Country, region, or territory not supported","param":null,"type":"request_forbidden"}}`, auth},
 		{"401 earlier hint ignored", 401, hdr("Retry-After", "60"), "", auth},
 		{"403 later hint wins", 403, hdr("Retry-After", "7200"), "", hinted(auth, 2*time.Hour)},
 
 		{"404 empty body", 404, nil, "", ret},
-		{"404 html", 404, nil, "<html><body>404 page not found</body></html>", ret},
-		{"404 openai bad url", 404, nil, openAIBadURL, ret},
-		{"404 anthropic not found without model", 404, nil, anthropicNotFound, ret},
-		{"404 gemini other entity", 404, nil, geminiOtherNotFound, ret},
-		{"404 openai model_not_found", 404, nil, openAIModelNotFound, mnf},
-		{"404 anthropic model", 404, nil, anthropicModelNotFound, mnf},
-		{"404 gemini model", 404, nil, geminiModelNotFound, mnf},
-		{"404 gemini unknown model", 404, nil, `{"error":{"code":404,"message":"Unknown model: models/gemini-9","status":"NOT_FOUND"}}`, mnf},
-		{"404 gemini status without model", 404, nil, `{"error":{"code":404,"message":"Method unknown.","status":"NOT_FOUND"}}`, ret},
-		{"404 gemini model array", 404, nil, "[" + geminiModelNotFound + "]", mnf},
-		{"404 vllm model does not exist", 404, nil, vllmModelNotFound, mnf},
-		{"404 ollama error string", 404, nil, ollamaModelNotFound, mnf},
-		{"404 plain text", 404, nil, "Model Not Found: foo", mnf},
-		{"404 detail field", 404, nil, `{"detail":"Model llama-9 not found"}`, mnf},
-		{"404 model_not_found top-level code", 404, nil, `{"code":"model_not_found","message":"x"}`, mnf},
+		{"404 bare detail", 404, nil, `{"detail":"Not Found"}`, ret},
+		{"404 openai model", 404, nil, openAIModelNotFound, mnf},
 		{"404 model later hint wins", 404, hdr("Retry-After", "86400"), openAIModelNotFound, hinted(mnf, 24*time.Hour)},
 		{"model_not_found body on 400 is returned", 400, nil, openAIModelNotFound, ret},
 
@@ -124,17 +129,16 @@ func TestClassifyStatus(t *testing.T) {
 		{"429 gemini", 429, nil, geminiRetry34s, hinted(rate, 34*time.Second)},
 		{"429 only skipped buckets", 429, hdr("x-ratelimit-reset-tokens", "1m", "x-ratelimit-remaining-tokens", "5"), "", rate},
 		{"429 past hint", 429, hdr("Retry-After", httpDate(-time.Minute)), "", rate},
+		{"429 openai tpm reached", 429, hdr("x-ratelimit-reset-tokens", "2s", "x-ratelimit-remaining-tokens", "0"), openAITPMReached, hinted(rate, 2*time.Second)},
+		{"429 openai request too large", 429, hdr("x-ratelimit-reset-tokens", "2s", "x-ratelimit-remaining-tokens", "0"), openAIRequestTooLarge, ret},
+		{"429 openai request too large in a stream array", 429, nil, "[" + openAIRequestTooLarge + "]", ret},
+		{"429 that quotes request too large later", 429, nil, `{"error":{"message":"Rate limit reached. Request too large","type":"requests","code":"rate_limit_exceeded"}}`, rate},
 
 		{"status 0 without error", 0, nil, "", Verdict{Action: Failover, Scope: ScopeAll, Reason: "connection_error", Until: now.Add(testPolicy.ServerError)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var body []byte
-			if tt.body != "" {
-				body = []byte(tt.body)
-			}
-			got := Classify(testPolicy, tt.status, tt.h, body, nil, nil, now)
-			assertVerdict(t, got, tt.want)
+			assertVerdict(t, classifyStatus(gen("gpt-9"), tt.status, tt.h, tt.body), tt.want)
 		})
 	}
 }
@@ -169,12 +173,12 @@ func TestClassifyDefaults(t *testing.T) {
 		{503, "", 60 * time.Second},
 	}
 	for _, tt := range tests {
-		got := Classify(Policy{}, tt.status, nil, []byte(tt.body), nil, nil, now)
+		got := Classify(Policy{}, gen("gpt-9"), Attempt{Status: tt.status, Body: []byte(tt.body)}, now)
 		if want := now.Add(tt.want); !got.Until.Equal(want) {
 			t.Errorf("status %d: Until = %s, want now+%v", tt.status, fmtUntil(got.Until), tt.want)
 		}
 	}
-	if got := Classify(Policy{}, 0, nil, nil, errors.New("boom"), nil, now); !got.Until.Equal(now.Add(time.Minute)) {
+	if got := Classify(Policy{}, gen("gpt-9"), Attempt{Err: errors.New("boom")}, now); !got.Until.Equal(now.Add(time.Minute)) {
 		t.Errorf("transport error: Until = %s, want now+1m", fmtUntil(got.Until))
 	}
 }
@@ -230,38 +234,59 @@ func TestClassifyTransport(t *testing.T) {
 
 	conn := Verdict{Action: Failover, Scope: ScopeAll, Reason: "connection_error", Until: now.Add(testPolicy.ServerError)}
 	timeout := Verdict{Action: Failover, Scope: ScopeAll, Reason: "timeout", Until: now.Add(testPolicy.ServerError)}
+	// After the request reached the upstream, a failure concerns the model
+	// asked for, not the credential's endpoint.
+	connModel := Verdict{Action: Failover, Scope: ScopeModel, Reason: "connection_error", Until: now.Add(testPolicy.ServerError)}
+	timeoutModel := Verdict{Action: Failover, Scope: ScopeModel, Reason: "timeout", Until: now.Add(testPolicy.ServerError)}
 	stop := Verdict{Action: Stop, Reason: "client_canceled"}
+	headerTimeout := errors.New("net/http: timeout awaiting response headers")
 
 	tests := []struct {
 		name      string
 		status    int
 		err       error
+		sent      bool
 		clientErr error
 		want      Verdict
 	}{
-		{"refused dial", 0, refused, nil, conn},
-		{"refused over http", 0, httpRefused, nil, conn},
-		{"refused wrapped", 0, fmt.Errorf("attempt 2: %w", refused), nil, conn},
-		{"tls-like error", 0, errors.New("tls: failed to verify certificate"), nil, conn},
-		{"eof", 0, errors.New("EOF"), nil, conn},
-		{"deadline exceeded", 0, context.DeadlineExceeded, nil, timeout},
-		{"deadline exceeded over http", 0, httpExpired, nil, timeout},
-		{"deadline wrapped", 0, fmt.Errorf("upstream: %w", context.DeadlineExceeded), nil, timeout},
-		{"upstream canceled, client fine", 0, context.Canceled, nil, timeout},
-		{"net timeout", 0, &net.OpError{Op: "read", Net: "tcp", Err: timeoutError{}}, nil, timeout},
-		{"error wins over status", 502, refused, nil, conn},
+		{"refused dial", 0, refused, false, nil, conn},
+		{"refused over http", 0, httpRefused, false, nil, conn},
+		{"refused wrapped", 0, fmt.Errorf("attempt 2: %w", refused), false, nil, conn},
+		{"tls-like error", 0, errors.New("tls: failed to verify certificate"), false, nil, conn},
+		{"dns", 0, &net.DNSError{Err: "no such host", Name: "api.example", IsNotFound: true}, false, nil, conn},
+		{"dial timeout", 0, &net.OpError{Op: "dial", Net: "tcp", Err: timeoutError{}}, false, nil, timeout},
+		{"eof", 0, errors.New("EOF"), false, nil, conn},
+		{"deadline exceeded", 0, context.DeadlineExceeded, false, nil, timeout},
+		{"deadline exceeded over http", 0, httpExpired, false, nil, timeout},
+		{"deadline wrapped", 0, fmt.Errorf("upstream: %w", context.DeadlineExceeded), false, nil, timeout},
+		{"upstream canceled, client fine", 0, context.Canceled, false, nil, timeout},
+		{"net timeout", 0, &net.OpError{Op: "read", Net: "tcp", Err: timeoutError{}}, false, nil, timeout},
+		{"error wins over status", 502, refused, false, nil, conn},
 
-		{"client canceled", 0, context.Canceled, context.Canceled, stop},
-		{"client canceled with refused", 0, refused, context.Canceled, stop},
-		{"client deadline", 0, context.DeadlineExceeded, context.DeadlineExceeded, stop},
-		{"client gone, response arrived", 500, nil, context.Canceled, stop},
-		{"client gone, 429 arrived", 429, nil, context.Canceled, stop},
-		{"client gone, 200 arrived", 200, nil, context.Canceled, stop},
+		{"sent, then no response headers in time", 0, &net.OpError{Op: "read", Net: "tcp", Err: timeoutError{}}, true, nil, timeoutModel},
+		{"sent, then the response header timeout", 0, fmt.Errorf("%w: %w", headerTimeout, context.DeadlineExceeded), true, nil, timeoutModel},
+		{"sent, then closed without response", 0, errors.New("EOF"), true, nil, connModel},
+
+		{"client canceled", 0, context.Canceled, false, context.Canceled, stop},
+		{"client canceled with refused", 0, refused, false, context.Canceled, stop},
+		{"client deadline", 0, context.DeadlineExceeded, true, context.DeadlineExceeded, stop},
+		{"client gone, response arrived", 500, nil, true, context.Canceled, stop},
+		{"client gone, 429 arrived", 429, nil, true, context.Canceled, stop},
+		{"client gone, 200 arrived", 200, nil, true, context.Canceled, stop},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := Classify(testPolicy, tt.status, hdr("Retry-After", "600"), nil, tt.err, tt.clientErr, now)
+			a := Attempt{Status: tt.status, Header: hdr("Retry-After", "600"), Err: tt.err, Sent: tt.sent, ClientErr: tt.clientErr}
+			got := Classify(testPolicy, gen("claude-x"), a, now)
 			assertVerdict(t, got, tt.want)
+			if tt.want.Action == Failover {
+				// Without a model, nothing model-scoped is cooled.
+				want := tt.want
+				if want.Scope == ScopeModel {
+					want = Verdict{Action: Failover, Scope: ScopeNone, Reason: want.Reason}
+				}
+				assertVerdict(t, Classify(testPolicy, Request{}, a, now), want)
+			}
 		})
 	}
 }
@@ -277,6 +302,8 @@ func TestStrings(t *testing.T) {
 		{Action(42).String(), "action(42)"},
 		{ScopeModel.String(), "model"},
 		{ScopeAll.String(), "all"},
+		{ScopeEndpoint.String(), "endpoint"},
+		{ScopeNone.String(), "none"},
 		{Scope(-1).String(), "scope(-1)"},
 	}
 	for _, tt := range tests {
@@ -299,30 +326,3 @@ func TestReasonsDocumented(t *testing.T) {
 	}
 }
 
-func TestClassifyModelRequest(t *testing.T) {
-	now := time.Unix(1_000_000, 0)
-	p := Policy{ModelNotFound: 5 * time.Hour}
-	// A bare 404 of a generation request is about the model.
-	v := ClassifyModelRequest(p, 404, nil, []byte(`{"detail":"Not Found"}`), nil, nil, now)
-	if v.Action != Failover || v.Scope != ScopeModel || v.Reason != ReasonModelNotFound || !v.Until.Equal(now.Add(5*time.Hour)) {
-		t.Fatalf("bare 404 of a model request: %+v", v)
-	}
-	// Without a model the same 404 goes back to the client.
-	if v := Classify(p, 404, nil, []byte(`{"detail":"Not Found"}`), nil, nil, now); v.Action != Return {
-		t.Fatalf("bare 404 without a model: %+v", v)
-	}
-	// A 404 about a previous response is the client's: no cooldown.
-	prev := []byte(`{"error":{"message":"Previous response with id 'resp_123' not found.","type":"invalid_request_error","param":"previous_response_id","code":"previous_response_not_found"}}`)
-	if v := ClassifyModelRequest(p, 404, nil, prev, nil, nil, now); v.Action != Return {
-		t.Fatalf("404 about a previous response: %+v", v)
-	}
-	// Everything else is as Classify says.
-	for _, status := range []int{200, 400, 401, 429, 500} {
-		if a, b := ClassifyModelRequest(p, status, nil, nil, nil, nil, now), Classify(p, status, nil, nil, nil, nil, now); a != b {
-			t.Errorf("status %d: %+v vs %+v", status, a, b)
-		}
-	}
-	if v := ClassifyModelRequest(p, 404, nil, nil, nil, context.Canceled, now); v.Action != Stop {
-		t.Fatalf("client gone: %+v", v)
-	}
-}

@@ -202,13 +202,17 @@ func geminiHint(c *collector, body []byte) {
 }
 
 // isRetryInfo reports whether a details entry is a google.rpc.RetryInfo.
-// The "@type" key is looked up by iteration because gjson paths treat a
-// leading '@' as a modifier.
-func isRetryInfo(d gjson.Result) bool {
+func isRetryInfo(d gjson.Result) bool { return hasType(d, "google.rpc.RetryInfo") }
+
+// hasType reports whether a google.rpc details entry has an "@type" ending
+// in typ, such as "type.googleapis.com/google.rpc.ErrorInfo". The "@type"
+// key is looked up by iteration because gjson paths treat a leading '@' as
+// a modifier.
+func hasType(d gjson.Result, typ string) bool {
 	found := false
 	d.ForEach(func(k, v gjson.Result) bool {
 		if k.Str == "@type" {
-			found = v.Type == gjson.String && strings.HasSuffix(v.Str, "google.rpc.RetryInfo")
+			found = v.Type == gjson.String && strings.HasSuffix(v.Str, typ)
 			return false
 		}
 		return true
