@@ -325,4 +325,3 @@ func TestReasonsDocumented(t *testing.T) {
 		t.Errorf("reasons = %s, want %s", got, want)
 	}
 }
-

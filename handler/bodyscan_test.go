@@ -280,7 +280,7 @@ func TestCopyResponseReportsUsage(t *testing.T) {
 				}
 				resp.Body = io.NopCloser(iotest.OneByteReader(bytes.NewReader(whole)))
 				w := httptest.NewRecorder()
-				if err := p.copyResponse(w, resp, nil, "cred-"+strconv.Itoa(turn), nil); err != nil {
+				if err := p.copyResponse(w, resp, "cred-"+strconv.Itoa(turn), nil); err != nil {
 					t.Fatal(err)
 				}
 				if !bytes.Equal(w.Body.Bytes(), whole) {

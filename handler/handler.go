@@ -6,13 +6,12 @@
 package handler
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strconv"
 	"strings"
@@ -30,10 +29,6 @@ import (
 	"github.com/caddy-llm-proxy/llmproxy/pool"
 	"github.com/caddy-llm-proxy/llmproxy/selector"
 )
-
-// errorBodyLimit bounds how much of an upstream error body is read for
-// classification and kept for replay to the client.
-const errorBodyLimit = 64 << 10
 
 // Transports gives the round tripper for a credential (its proxy_url, if any,
 // selects a dedicated one).
@@ -154,16 +149,60 @@ func (p *Proxy) admit(w http.ResponseWriter, r *http.Request, fam apifamily.Fami
 }
 
 // availability answers the selector for one request: a credential is usable
-// when it is not cooling for the model and was not tried yet.
+// when it is not cooling for the model (nor for the model on this endpoint)
+// and was not tried yet.
 type availability struct {
 	creds []*pool.Credential
-	model string
+	keys  cooldownKeys
 	now   time.Time
 	tried []bool
 }
 
 func (a *availability) Available(i int) bool {
-	return !a.tried[i] && a.creds[i].Available(a.model, a.now)
+	return !a.tried[i] && a.keys.available(a.creds[i], a.now)
+}
+
+// cooldownKeys are the per-model cooldown keys a request is subject to:
+// its model and, for a generation request, the model on the endpoint it
+// addresses ("gemini-2.5-pro@/v1beta/models/gemini-2.5-pro:embedContent"),
+// which failure.ScopeEndpoint cools. A request without a model has the
+// empty key, which nothing cools (failure.ScopeNone): it only meets
+// credential-wide cooldowns.
+type cooldownKeys struct {
+	model    string
+	endpoint string // "" unless a generation request names a model
+}
+
+func requestKeys(req *parsed, path string) cooldownKeys {
+	k := cooldownKeys{model: req.model}
+	if req.route.Generation && req.model != "" {
+		k.endpoint = req.model + "@" + path
+	}
+	return k
+}
+
+// available reports whether c may serve the request at now.
+func (k cooldownKeys) available(c *pool.Credential, now time.Time) bool {
+	return c.Available(k.model, now) && (k.endpoint == "" || c.Available(k.endpoint, now))
+}
+
+// coolingUntil is when c becomes available to the request again.
+func (k cooldownKeys) coolingUntil(c *pool.Credential, now time.Time) time.Time {
+	until := c.CoolingUntil(k.model, now)
+	if k.endpoint != "" {
+		if u := c.CoolingUntil(k.endpoint, now); u.After(until) {
+			until = u
+		}
+	}
+	return until
+}
+
+// scoped is the key a failover verdict of scope s cools.
+func (k cooldownKeys) scoped(s failure.Scope) string {
+	if s == failure.ScopeEndpoint {
+		return k.endpoint
+	}
+	return k.model
 }
 
 // lastFailure is the most recent upstream failure, returned to the client
@@ -183,6 +222,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, req *parsed) resul
 	res := result{decision: selector.DecisionNone}
 	var last *lastFailure
 	var waited bool
+	keys := requestKeys(req, r.URL.Path)
 	for {
 		e := p.Pool.Eligible(fam, req.model)
 		if e.Set.Len() == 0 {
@@ -190,7 +230,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, req *parsed) resul
 			apifamily.WriteError(w, fam, res.status, apifamily.KindUnavailable, noCredentialMessage(fam, req.model), 0)
 			return res
 		}
-		av := &availability{creds: e.Creds, model: req.model, now: p.Now(), tried: make([]bool, e.Set.Len())}
+		av := &availability{creds: e.Creds, keys: keys, now: p.Now(), tried: make([]bool, e.Set.Len())}
 		sel := &selector.Request{
 			Set:      e.Set,
 			Avail:    av,
@@ -222,7 +262,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, req *parsed) resul
 			// Placeholders are set before the response is written, so
 			// response header directives and logs can use them.
 			p.annotate(r, req, res)
-			done, lf := p.attempt(w, r, req, sel, cred, res.attempts)
+			done, lf := p.attempt(w, r, req, keys, sel, cred, res.attempts)
 			if done {
 				res.status = lf.status
 				res.aborted = lf.aborted
@@ -233,7 +273,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, req *parsed) resul
 		}
 		// No credential is left to try. With wait_for_cooldown, wait once
 		// for the soonest recovery if it is near enough, then try again.
-		soonest := soonestRecovery(e, req.model, av.now)
+		soonest := soonestRecovery(e, keys, av.now)
 		budgetLeft := p.MaxAttempts <= 0 || res.attempts < p.MaxAttempts
 		if !waited && budgetLeft && p.WaitForCooldown > 0 && !soonest.IsZero() && soonest.Sub(av.now) <= p.WaitForCooldown {
 			waited = true
@@ -248,7 +288,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, req *parsed) resul
 			}
 		}
 		if last != nil {
-			res.status = p.writeLast(w, fam, last, e, req.model)
+			res.status = p.writeLast(w, fam, last, e, keys)
 			return res
 		}
 		// Nothing was tried: every eligible credential is cooling, or none
@@ -299,36 +339,38 @@ func (p *Proxy) pick(sel *selector.Request) (int, selector.Decision) {
 // attempt sends the request upstream with one credential. done reports that
 // the client got its answer (or left); otherwise the returned failure says
 // why this credential failed over.
-func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, sel *selector.Request, cred *pool.Credential, n int) (done bool, lf *lastFailure) {
+func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, keys cooldownKeys, sel *selector.Request, cred *pool.Credential, n int) (done bool, lf *lastFailure) {
 	a, base := cred.Target()
 	ctx := r.Context()
-	out := newUpstreamRequest(ctx, r, req.body, a, base)
+	// Whether the request reached the upstream tells a failure of the
+	// credential's endpoint (refused, DNS, TLS) from one of the model
+	// asked for (no answer in time): see failure.Attempt.Sent.
+	var sent atomic.Bool
+	trace := &httptrace.ClientTrace{WroteRequest: func(i httptrace.WroteRequestInfo) {
+		if i.Err == nil {
+			sent.Store(true)
+		}
+	}}
+	out := newUpstreamRequest(httptrace.WithClientTrace(ctx, trace), r, req.body, a, base)
 	start := p.Now()
 	resp, err := p.Transports.For(a).RoundTrip(out)
 	ttfb := p.Now().Sub(start)
 
-	var (
-		status int
-		header http.Header
-		body   []byte
-	)
+	at := failure.Attempt{Err: err, ClientErr: ctx.Err(), Sent: sent.Load()}
 	if err == nil {
-		status, header = resp.StatusCode, resp.Header
-		if status >= 400 {
-			body, _ = io.ReadAll(io.LimitReader(resp.Body, errorBodyLimit))
-			// An upstream error may quote the credential; it never
-			// reaches the client.
-			body = redactSecrets(body, a)
+		at.Status, at.Header = resp.StatusCode, resp.Header
+		if at.Status >= 400 {
+			// Error bodies are read whole, up to a bound, so that the
+			// credential's secrets they may quote are redacted everywhere
+			// and never stream through; the rest is dropped.
+			at.Body = readErrorBody(resp, a)
 		}
 	}
+	freq := failure.Request{Model: req.model, Generation: req.route.Generation}
 	now := p.Now()
-	classify := failure.Classify
-	if req.model != "" {
-		classify = failure.ClassifyModelRequest
-	}
-	v := classify(p.Policy, status, header, body, err, ctx.Err(), now)
+	v := failure.Classify(p.Policy, freq, at, now)
 	if p.Observer != nil {
-		p.Observer.Attempt(p.Pool.Name(), cred.ID(), status, ttfb, v)
+		p.Observer.Attempt(p.Pool.Name(), cred.ID(), at.Status, ttfb, v)
 	}
 	// The attempt's fields are only built when a line is written.
 	logf := func(level zapcore.Level, msg string, fields ...zap.Field) {
@@ -337,7 +379,7 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, sel
 				zap.String("model", req.model), zap.Int("attempt", n)}, fields...)...)
 		}
 	}
-	logf(zap.DebugLevel, "upstream attempt", zap.Int("status", status), zap.String("outcome", v.Reason),
+	logf(zap.DebugLevel, "upstream attempt", zap.Int("status", at.Status), zap.String("outcome", v.Reason),
 		zap.Duration("ttfb", ttfb), zap.Error(err))
 
 	switch v.Action {
@@ -350,32 +392,46 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, sel
 		if resp != nil {
 			resp.Body.Close()
 		}
-		until := cred.RecordFailure(req.model, v, p.Policy, now)
 		if p.Affinity != nil {
 			p.Affinity.Failure(sel, cred.ID())
 		}
-		logf(zap.WarnLevel, "credential failed; cooling down and failing over",
-			zap.Int("status", status), zap.String("reason", v.Reason),
-			zap.Time("cooldown_until", until), zap.Bool("hinted", v.Hinted), zap.Error(err))
-		return false, &lastFailure{status: status, header: header, body: body, err: err}
+		if v.Scope == failure.ScopeNone {
+			logf(zap.WarnLevel, "credential failed; failing over without a cooldown (the request names no model)",
+				zap.Int("status", at.Status), zap.String("reason", v.Reason), zap.Error(err))
+		} else {
+			until := cred.RecordFailure(keys.scoped(v.Scope), v, p.Policy, now)
+			logf(zap.WarnLevel, "credential failed; cooling down and failing over",
+				zap.Int("status", at.Status), zap.String("reason", v.Reason), zap.Stringer("scope", v.Scope),
+				zap.Time("cooldown_until", until), zap.Bool("hinted", v.Hinted), zap.Error(err))
+		}
+		return false, &lastFailure{status: at.Status, header: at.Header, body: at.Body, err: err}
 	}
 
 	// Success or a client error returned as is.
+	status := at.Status
 	if v.Action == failure.Success {
 		cred.RecordSuccess(req.model)
 		if p.Affinity != nil {
 			p.Affinity.Success(sel, cred.ID())
 		}
 	}
+	if at.Body != nil || status >= 400 {
+		// The upstream body is closed; what is left of it is at.Body.
+		writeBody(w, status, at.Header, at.Body)
+		return true, &lastFailure{status: status}
+	}
 	var pinResource func(string)
 	if req.createsResource {
 		pinResource = func(id string) { p.Pool.Sessions.Bind(resourcePin(id), "", cred.ID()) }
 	}
-	if err := p.copyResponse(w, resp, body, cred.ID(), pinResource); err != nil && !errors.Is(err, errClientWrite) && ctx.Err() == nil {
+	if err := p.copyResponse(w, resp, cred.ID(), pinResource); err != nil && !errors.Is(err, errClientWrite) && ctx.Err() == nil {
 		// The upstream broke off mid-stream: nothing can be retried once
-		// bytes reached the client, but the credential is charged.
-		cv := failure.Classify(p.Policy, 0, nil, nil, err, nil, p.Now())
-		cred.RecordFailure(req.model, cv, p.Policy, p.Now())
+		// bytes reached the client, but the credential is charged, as
+		// for a failure after the request was sent.
+		cv := failure.Classify(p.Policy, freq, failure.Attempt{Err: err, Sent: true}, p.Now())
+		if cv.Scope != failure.ScopeNone {
+			cred.RecordFailure(keys.scoped(cv.Scope), cv, p.Policy, p.Now())
+		}
 		logf(zap.WarnLevel, "upstream stream broke off after the response started", zap.Error(err))
 		if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
 			// End the event stream cleanly with an error event in the
@@ -392,47 +448,33 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, sel
 
 // writeLast answers with the last upstream failure when every attempt
 // failed: its status and body, or 502 when the upstream was unreachable.
-func (p *Proxy) writeLast(w http.ResponseWriter, fam apifamily.Family, last *lastFailure, e *pool.Eligible, model string) int {
+func (p *Proxy) writeLast(w http.ResponseWriter, fam apifamily.Family, last *lastFailure, e *pool.Eligible, keys cooldownKeys) int {
 	if last.status == 0 {
 		apifamily.WriteError(w, fam, http.StatusBadGateway, apifamily.KindUpstream,
 			"upstream unreachable: "+transportErrorText(last.err), 0)
 		return http.StatusBadGateway
 	}
-	h := w.Header()
-	copyHeader(h, last.header)
-	h.Del("Content-Length")
+	h := last.header
 	if last.status == http.StatusTooManyRequests {
 		// The client may retry as soon as any credential of the pool
 		// recovers, which can be sooner than the last upstream's own hint;
 		// its retry-after-ms (read before Retry-After by SDKs) would
 		// contradict that, so it is dropped.
 		now := p.Now()
-		h.Set("Retry-After", strconv.Itoa(retryAfterSeconds(soonestRecovery(e, model, now), now)))
+		h = h.Clone()
+		h.Set("Retry-After", strconv.Itoa(retryAfterSeconds(soonestRecovery(e, keys, now), now)))
 		h.Del("Retry-After-Ms")
 	}
-	h.Set("Content-Length", strconv.Itoa(len(last.body)))
-	w.WriteHeader(last.status)
-	_, _ = w.Write(last.body)
+	writeBody(w, last.status, h, last.body)
 	return last.status
 }
 
-// redactSecrets replaces the credential's key or token wherever an upstream
-// error body quotes it.
-func redactSecrets(body []byte, a *auth.Auth) []byte {
-	for _, secret := range [...]string{a.APIKey, a.AccessToken, a.RefreshToken} {
-		if len(secret) >= 8 && bytes.Contains(body, []byte(secret)) {
-			body = bytes.ReplaceAll(body, []byte(secret), []byte("[redacted]"))
-		}
-	}
-	return body
-}
-
 // soonestRecovery is the earliest time any eligible credential recovers for
-// model; zero when none is cooling.
-func soonestRecovery(e *pool.Eligible, model string, now time.Time) time.Time {
+// the request's cooldown keys; zero when none is cooling.
+func soonestRecovery(e *pool.Eligible, keys cooldownKeys, now time.Time) time.Time {
 	var soonest time.Time
 	for _, c := range e.Creds {
-		until := c.CoolingUntil(model, now)
+		until := keys.coolingUntil(c, now)
 		if !until.After(now) {
 			continue
 		}

@@ -1,12 +1,21 @@
 package handler
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/caddy-llm-proxy/llmproxy/auth"
 )
+
+// errorBodyLimit bounds an upstream error body: it is read whole, up to
+// this size, for classification and for redaction, and what follows is
+// dropped. Provider error bodies are a few hundred bytes.
+const errorBodyLimit = 64 << 10
 
 // copyBuffers recycles the buffers responses are copied through.
 var copyBuffers = sync.Pool{New: func() any {
@@ -27,27 +36,18 @@ func copyHeader(dst, src http.Header) {
 
 // copyResponse sends the upstream response to the client. Streams are
 // flushed after every read so each SSE event reaches the client as soon as
-// it arrives. prefix is body already read (for error responses). It returns
+// it arrives. Error responses never come here: see readErrorBody. It returns
 // the upstream read error, if the upstream broke off; a client that went
 // away is errClientWrite. Prompt-cache usage in the body is reported for
 // authID once the copy ends, and a stored resource's ID (an OpenAI response,
 // an Anthropic message batch) to onResourceID (when set).
-func (p *Proxy) copyResponse(w http.ResponseWriter, resp *http.Response, prefix []byte, authID string, onResourceID func(string)) error {
+func (p *Proxy) copyResponse(w http.ResponseWriter, resp *http.Response, authID string, onResourceID func(string)) error {
 	defer resp.Body.Close()
 	// The scanner reads each chunk after it went out (bodyscan.go).
 	us := p.bodyScanner(resp, authID, onResourceID)
 	defer us.finish()
 	copyHeader(w.Header(), resp.Header)
-	if prefix != nil {
-		// The body was fully read (errors are small) or truncated at the limit.
-		w.Header().Del("Content-Length")
-	}
 	w.WriteHeader(resp.StatusCode)
-	if len(prefix) > 0 {
-		if _, err := w.Write(prefix); err != nil {
-			return errClientWrite
-		}
-	}
 	rc := http.NewResponseController(w)
 	stream := resp.ContentLength < 0 || strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
 	if stream {
@@ -76,4 +76,71 @@ func (p *Proxy) copyResponse(w http.ResponseWriter, resp *http.Response, prefix 
 			return rerr
 		}
 	}
+}
+
+// readErrorBody reads an upstream error body (status 400 and above), at
+// most errorBodyLimit bytes of it, closes it, and returns it with the
+// credential's secrets redacted. An error may quote the key it was sent
+// with; the client never sees it. A longer body is cut at the limit and
+// its tail cleared of any beginning of a secret, so a key split by the cut
+// cannot leak in part either.
+func readErrorBody(resp *http.Response, a *auth.Auth) []byte {
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, errorBodyLimit+1))
+	resp.Body.Close()
+	truncated := len(body) > errorBodyLimit
+	if truncated {
+		body = body[:errorBodyLimit]
+	}
+	body = redactSecrets(body, a)
+	if truncated {
+		body = trimSecretPrefix(body, a)
+	}
+	return body
+}
+
+// secrets are the values of a credential that must never reach a client.
+// Very short values are not hunted for: they would match ordinary text.
+func secrets(a *auth.Auth) [3]string {
+	s := [...]string{a.APIKey, a.AccessToken, a.RefreshToken}
+	for i := range s {
+		if len(s[i]) < 8 {
+			s[i] = ""
+		}
+	}
+	return s
+}
+
+// redactSecrets replaces the credential's key or token wherever an upstream
+// error body quotes it.
+func redactSecrets(body []byte, a *auth.Auth) []byte {
+	for _, secret := range secrets(a) {
+		if secret != "" && bytes.Contains(body, []byte(secret)) {
+			body = bytes.ReplaceAll(body, []byte(secret), []byte("[redacted]"))
+		}
+	}
+	return body
+}
+
+// trimSecretPrefix cuts a truncated body's tail where it is the beginning
+// of one of the credential's secrets.
+func trimSecretPrefix(body []byte, a *auth.Auth) []byte {
+	for _, secret := range secrets(a) {
+		for n := min(len(secret)-1, len(body)); n > 0; n-- {
+			if bytes.HasSuffix(body, []byte(secret[:n])) {
+				body = body[:len(body)-n]
+				break
+			}
+		}
+	}
+	return body
+}
+
+// writeBody answers with an upstream status and headers and a body that was
+// read whole (an error body): its Content-Length is the body's own.
+func writeBody(w http.ResponseWriter, status int, src http.Header, body []byte) {
+	h := w.Header()
+	copyHeader(h, src)
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
 }
