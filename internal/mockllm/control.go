@@ -20,6 +20,7 @@ type faultRequest struct {
 	Times           int               `json:"times"`
 	DropAfterEvents int               `json:"drop_after_events"`
 	Refuse          bool              `json:"refuse"`
+	RevokedKey      bool              `json:"revoked_key"`
 }
 
 func (fr *faultRequest) fault() (Fault, error) {
@@ -31,6 +32,7 @@ func (fr *faultRequest) fault() (Fault, error) {
 		Times:           fr.Times,
 		DropAfterEvents: fr.DropAfterEvents,
 		Refuse:          fr.Refuse,
+		RevokedKey:      fr.RevokedKey,
 	}
 	if len(fr.Delay) > 0 && string(fr.Delay) != "null" {
 		var s string

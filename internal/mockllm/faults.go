@@ -30,6 +30,12 @@ type Fault struct {
 	DropAfterEvents int `json:"drop_after_events,omitempty"`
 	// Refuse closes the connection without any response.
 	Refuse bool `json:"refuse,omitempty"`
+	// RevokedKey answers as the provider answers a revoked or expired key:
+	// Gemini with 400 INVALID_ARGUMENT "API key not valid" and a
+	// google.rpc.ErrorInfo of reason API_KEY_INVALID (not 401: that is how
+	// Gemini refuses keys), Anthropic and OpenAI with their 401 invalid-key
+	// errors.
+	RevokedKey bool `json:"revoked_key,omitempty"`
 }
 
 // faultEntry is a configured fault with its remaining use count.
@@ -135,6 +141,10 @@ func (c *call) applyFault(f *Fault) bool {
 	for k, v := range f.Headers {
 		h.Set(k, v)
 	}
+	if f.RevokedKey {
+		c.writeRevokedKey()
+		return false
+	}
 	if f.Status != 0 && f.Status != http.StatusOK {
 		if f.Body != "" {
 			if h.Get("Content-Type") == "" {
@@ -150,6 +160,25 @@ func (c *call) applyFault(f *Fault) bool {
 	}
 	c.drop = f.DropAfterEvents
 	return true
+}
+
+// writeRevokedKey answers as the request's provider answers a key it no
+// longer accepts.
+func (c *call) writeRevokedKey() {
+	if c.fam != famGemini {
+		c.writeError(http.StatusUnauthorized, invalidKeyMessage(c.fam))
+		return
+	}
+	bp := getBuf()
+	b := append((*bp)[:0], `{"error":{"code":400,"message":`...)
+	b = appendString(b, invalidKeyMessage(famGemini))
+	b = append(b, `,"status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo",`+
+		`"reason":"API_KEY_INVALID","domain":"googleapis.com","metadata":{"service":"generativelanguage.googleapis.com"}},`+
+		`{"@type":"type.googleapis.com/google.rpc.LocalizedMessage","locale":"en-US","message":`...)
+	b = appendString(b, invalidKeyMessage(famGemini))
+	*bp = append(b, `}]}}`...)
+	c.writeBody(http.StatusBadRequest, *bp)
+	putBuf(bp)
 }
 
 // refuse closes the client connection without a response.

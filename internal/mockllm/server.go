@@ -23,7 +23,8 @@
 // POST /_mock/reset, GET /_mock/stats, GET /_mock/faults, POST /_mock/faults
 // with {"key": "...", "status": 429, "headers": {...}, "body": "...",
 // "delay": "250ms" (or milliseconds), "times": 1, "drop_after_events": 2,
-// "refuse": false}, DELETE /_mock/faults (?key=K for one), GET /_mock/health.
+// "refuse": false, "revoked_key": false}, DELETE /_mock/faults (?key=K for
+// one), GET /_mock/health.
 //
 // Nothing is logged per request; responses are appended into pooled buffers.
 package mockllm
