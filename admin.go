@@ -33,6 +33,10 @@ const (
 	// lock-out of adminLockout.
 	adminMaxFailures = 5
 	adminLockout     = 30 * time.Minute
+	// adminListCooldowns bounds the per-model cooldowns shown per
+	// credential in GET .../auths (model names come from clients); the
+	// rest are counted in cooldowns_omitted and shown by GET .../auths/<id>.
+	adminListCooldowns = 16
 )
 
 // AdminAPI is the admin API of llm_proxy, served on Caddy's admin endpoint
@@ -206,13 +210,19 @@ type authView struct {
 	// Source is "inline" (the config) or "storage".
 	Source    string          `json:"source"`
 	Cooldowns []pool.Cooldown `json:"cooldowns"`
+	// CooldownsOmitted counts the per-model cooldowns left out of a list
+	// of credentials (at most 16 are shown per credential there).
+	CooldownsOmitted int `json:"cooldowns_omitted,omitempty"`
 	Successes uint64          `json:"successes"`
 	Failures  uint64          `json:"failures"`
 	// Sessions counts the session bindings to this credential.
 	Sessions int `json:"sessions"`
 }
 
-func newAuthView(c *pool.Credential, sessions int, now time.Time) authView {
+// newAuthView shows c. With maxCooldowns > 0, at most that many per-model
+// cooldowns are listed (the credential-wide one always is) and the rest
+// are counted.
+func newAuthView(c *pool.Credential, sessions int, now time.Time, maxCooldowns int) authView {
 	a := c.Auth()
 	v := authView{
 		ID:           a.ID,
@@ -248,6 +258,15 @@ func newAuthView(c *pool.Credential, sessions int, now time.Time) authView {
 		v.Cooldowns = []pool.Cooldown{}
 	}
 	sort.Slice(v.Cooldowns, func(i, j int) bool { return v.Cooldowns[i].Model < v.Cooldowns[j].Model })
+	if limit := maxCooldowns; limit > 0 {
+		if len(v.Cooldowns) > 0 && v.Cooldowns[0].Model == "*" {
+			limit++ // "*" sorts first and is not counted
+		}
+		if len(v.Cooldowns) > limit {
+			v.CooldownsOmitted = len(v.Cooldowns) - limit
+			v.Cooldowns = v.Cooldowns[:limit]
+		}
+	}
 	v.Successes, v.Failures = c.Counts()
 	return v
 }
@@ -277,7 +296,7 @@ func (ps poolAdmin) views() []authView {
 	counts := ps.pool().Sessions.CountByAuth()
 	out := []authView{}
 	for _, c := range ps.pool().Credentials() {
-		out = append(out, newAuthView(c, counts[c.ID()], now))
+		out = append(out, newAuthView(c, counts[c.ID()], now, adminListCooldowns))
 	}
 	return out
 }
@@ -287,7 +306,7 @@ func (ps poolAdmin) view(id string) (authView, bool) {
 	if !ok {
 		return authView{}, false
 	}
-	return newAuthView(c, ps.pool().Sessions.CountByAuth()[id], clock.Now()), true
+	return newAuthView(c, ps.pool().Sessions.CountByAuth()[id], clock.Now(), 0), true
 }
 
 func (ps poolAdmin) get(w http.ResponseWriter, id string) error {

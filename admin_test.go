@@ -223,18 +223,30 @@ func TestLockoutAfterFiveWrongSecrets(t *testing.T) {
 	w = adminCall(t, attacker, http.MethodGet, path, "", bearer("the-right-secret"))
 	wantStatus(t, w, http.StatusOK)
 
-	// A success forgets earlier failures.
+	// A right secret does not forget earlier failures: guesses between
+	// right secrets still add up.
 	for i := 1; i < adminMaxFailures; i++ {
 		wantStatus(t, adminCall(t, attacker, http.MethodGet, path, "", bearer("guess")), http.StatusUnauthorized)
 	}
 	wantStatus(t, adminCall(t, attacker, http.MethodGet, path, "", bearer("the-right-secret")), http.StatusOK)
+	w = adminCall(t, attacker, http.MethodGet, path, "", bearer("guess"))
+	wantStatus(t, w, http.StatusUnauthorized)
+	if !strings.Contains(w.Body.String(), "locked out") {
+		t.Fatalf("the 5th wrong secret after a right one did not lock out: %s", w.Body)
+	}
+	wantStatus(t, adminCall(t, attacker, http.MethodGet, path, "", bearer("the-right-secret")), http.StatusTooManyRequests)
+	fake.Advance(adminLockout)
+
+	// Failures spread wider than the window do not add up.
 	for i := 1; i < adminMaxFailures; i++ {
 		wantStatus(t, adminCall(t, attacker, http.MethodGet, path, "", bearer("guess")), http.StatusUnauthorized)
 	}
-
-	// Failures spread wider than the window do not add up.
 	fake.Advance(adminLockout)
-	wantStatus(t, adminCall(t, attacker, http.MethodGet, path, "", bearer("guess")), http.StatusUnauthorized)
+	w = adminCall(t, attacker, http.MethodGet, path, "", bearer("guess"))
+	wantStatus(t, w, http.StatusUnauthorized)
+	if strings.Contains(w.Body.String(), "locked out") {
+		t.Fatalf("failures older than the window counted: %s", w.Body)
+	}
 	// A missing secret is refused but is not a guess.
 	for i := 0; i < 2*adminMaxFailures; i++ {
 		wantStatus(t, adminCall(t, attacker, http.MethodGet, path, "", nil), http.StatusUnauthorized)
@@ -243,13 +255,13 @@ func TestLockoutAfterFiveWrongSecrets(t *testing.T) {
 }
 
 func TestLockoutsForgetStaleAddresses(t *testing.T) {
-	l := &lockouts{addrs: make(map[string]*addrFailures)}
+	l := newLockouts()
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	for i := 0; i < lockoutSweepSize; i++ {
-		l.fail(fmt.Sprintf("addr-%d", i), now)
+	for i := 0; i < lockoutMaxAddrs; i++ {
+		l.record(fmt.Sprintf("addr-%d", i), false, now)
 	}
 	later := now.Add(adminLockout)
-	l.fail("fresh", later)
+	l.record("fresh", false, later)
 	if len(l.addrs) != 1 {
 		t.Fatalf("%d addresses tracked after the sweep, want 1", len(l.addrs))
 	}
@@ -502,5 +514,88 @@ func TestSplitID(t *testing.T) {
 		if _, _, err := splitID([]byte(bad)); err == nil {
 			t.Errorf("%q: no error", bad)
 		}
+	}
+}
+
+// A client that named hundreds of models cannot blow up the credential
+// list: it shows at most adminListCooldowns per-model cooldowns per
+// credential and counts the rest; the credential's own view shows all.
+func TestAdminListBoundsCooldowns(t *testing.T) {
+	fake := clock.NewFake(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	t.Cleanup(clock.Install(fake.Now))
+	f := newAdminFixture(t, "unit-cooldown-list", "", &auth.Auth{ID: "c1", Provider: auth.ProviderClaude, APIKey: "sk-ant-c1-0123456789", Inline: true})
+	c, _ := f.h.pool.Get("c1")
+	now := clock.Now()
+	policy := failure.Policy{}.WithDefaults()
+	c.RecordFailure("", failure.Verdict{Action: failure.Failover, Scope: failure.ScopeAll, Until: now.Add(time.Minute)}, policy, now)
+	for i := 0; i < 1000; i++ {
+		c.RecordFailure(fmt.Sprintf("bogus-%04d", i), failure.Verdict{Action: failure.Failover, Scope: failure.ScopeModel,
+			Until: now.Add(12 * time.Hour), Reason: "model_not_found"}, policy, now)
+	}
+
+	w := adminCall(t, testRemote, http.MethodGet, "/llm_proxy/pools/unit-cooldown-list/auths", "", nil)
+	wantStatus(t, w, http.StatusOK)
+	var list []authView
+	decodeJSON(t, w.Body.Bytes(), &list)
+	if len(list) != 1 {
+		t.Fatalf("list: %s", w.Body)
+	}
+	v := list[0]
+	if len(v.Cooldowns) != adminListCooldowns+1 || v.Cooldowns[0].Model != "*" {
+		t.Fatalf("%d cooldowns listed, want \"*\" and %d per-model", len(v.Cooldowns), adminListCooldowns)
+	}
+	if kept := 256; v.CooldownsOmitted != kept-adminListCooldowns {
+		t.Fatalf("cooldowns_omitted %d, want %d", v.CooldownsOmitted, kept-adminListCooldowns)
+	}
+	if w.Body.Len() > 8<<10 {
+		t.Fatalf("list of one credential is %d bytes", w.Body.Len())
+	}
+
+	w = adminCall(t, testRemote, http.MethodGet, "/llm_proxy/pools/unit-cooldown-list/auths/c1", "", nil)
+	wantStatus(t, w, http.StatusOK)
+	v = authView{}
+	decodeJSON(t, w.Body.Bytes(), &v)
+	if len(v.Cooldowns) != 257 || v.CooldownsOmitted != 0 {
+		t.Fatalf("single view: %d cooldowns, %d omitted", len(v.Cooldowns), v.CooldownsOmitted)
+	}
+}
+
+// POST with an ID that would make a directory named like a record is
+// refused before anything is written; DELETE never removes a directory
+// named like a record.
+func TestAdminRefusesRecordLikeIDs(t *testing.T) {
+	f := newAdminFixture(t, "unit-json-id", "")
+	base := "/llm_proxy/pools/unit-json-id/auths"
+	for _, id := range []string{"a.json/b", "team/a.JSON/b", "a.json"} {
+		w := adminCall(t, testRemote, http.MethodPost, base, `{"id":"`+id+`","provider":"claude","api_key":"sk-ant-0123456789"}`, nil)
+		wantStatus(t, w, http.StatusBadRequest)
+		if !strings.Contains(w.Body.String(), ".json") {
+			t.Fatalf("POST %s: %s", id, w.Body)
+		}
+	}
+	if entries, err := os.ReadDir(filepath.Join(f.root, "llm_proxy", "unit-json-id", "auths")); err == nil && len(entries) > 0 {
+		t.Fatalf("refused IDs wrote to storage: %v", entries)
+	}
+
+	inside := filepath.Join(f.root, "llm_proxy", "unit-json-id", "auths", "x.json", "kept.json")
+	if err := os.MkdirAll(filepath.Dir(inside), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(inside, []byte(`{"provider":"claude","api_key":"sk-ant-0123456789"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w := adminCall(t, testRemote, http.MethodDelete, base+"/x", "", nil)
+	if w.Code == http.StatusOK {
+		t.Fatalf("DELETE of a directory: %s", w.Body)
+	}
+	if _, err := os.Stat(inside); err != nil {
+		t.Fatalf("DELETE removed the directory's content: %v", err)
+	}
+	// The rest of storage still lists.
+	wantStatus(t, adminCall(t, testRemote, http.MethodPost, base, `{"id":"ok","provider":"claude","api_key":"sk-ant-0123456789"}`, nil), http.StatusCreated)
+	w = adminCall(t, testRemote, http.MethodPost, "/llm_proxy/pools/unit-json-id/rescan", "", nil)
+	wantStatus(t, w, http.StatusOK)
+	if !strings.Contains(w.Body.String(), `"stored":1`) {
+		t.Fatalf("rescan: %s", w.Body)
 	}
 }
