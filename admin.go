@@ -212,9 +212,9 @@ type authView struct {
 	Cooldowns []pool.Cooldown `json:"cooldowns"`
 	// CooldownsOmitted counts the per-model cooldowns left out of a list
 	// of credentials (at most 16 are shown per credential there).
-	CooldownsOmitted int `json:"cooldowns_omitted,omitempty"`
-	Successes uint64          `json:"successes"`
-	Failures  uint64          `json:"failures"`
+	CooldownsOmitted int    `json:"cooldowns_omitted,omitempty"`
+	Successes        uint64 `json:"successes"`
+	Failures         uint64 `json:"failures"`
 	// Sessions counts the session bindings to this credential.
 	Sessions int `json:"sessions"`
 }
