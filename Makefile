@@ -7,10 +7,11 @@ GO ?= go
 demo:
 	scripts/demo.sh
 
-## test: every test, with the race detector (the README's test command; .ci/run calls it)
+## test: every test, with the race detector, then 20s of fuzzing the request path (the README's test command; .ci/run calls it)
 test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
+	$(GO) test -run='^$$' -fuzz=FuzzRequestPath -fuzztime=20s ./handler/
 
 ## check: formatting and static analysis
 check:

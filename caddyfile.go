@@ -14,6 +14,7 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"github.com/caddy-llm-proxy/llmproxy/auth"
+	"github.com/caddy-llm-proxy/llmproxy/handler"
 	"github.com/caddy-llm-proxy/llmproxy/selector"
 )
 
@@ -71,6 +72,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			server_error <duration>
 //		}
 //		max_request_body <size>
+//		forward_headers <name-or-glob...>
 //		transport <module> { ... }
 //		management_secret <bcrypt-hash|plain>
 //	}
@@ -111,10 +113,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.StorageRaw, err = parseStorage(d)
 		case "transport":
 			h.TransportRaw, err = parseTransport(d)
+		case "forward_headers":
+			h.ForwardHeaders, err = parseForwardHeaders(d)
 		case "pool", "storage_prefix", "rescan_interval", "max_request_body", "management_secret":
 			err = h.parseValue(d, opt)
 		default:
-			err = d.Errf("unknown llm_proxy option %q; expected one of pool, auth, storage_prefix, storage, rescan_interval, routing, access, retry, cooldown, max_request_body, transport, management_secret", opt)
+			err = d.Errf("unknown llm_proxy option %q; expected one of pool, auth, storage_prefix, storage, rescan_interval, routing, access, retry, cooldown, max_request_body, forward_headers, transport, management_secret", opt)
 		}
 		if err != nil {
 			return err
@@ -160,6 +164,23 @@ func (h *Handler) parseValue(d *caddyfile.Dispenser, opt string) error {
 		h.ManagementSecret = val
 	}
 	return nil
+}
+
+// parseForwardHeaders parses `forward_headers <name-or-glob...>`.
+func parseForwardHeaders(d *caddyfile.Dispenser) ([]string, error) {
+	names := d.RemainingArgs()
+	if len(names) == 0 {
+		return nil, d.Errf("forward_headers needs at least one header name or glob, such as X-Team-Id or X-Trace-*")
+	}
+	for _, name := range names {
+		if err := handler.CheckForwardHeader(name); err != nil {
+			return nil, d.Errf("forward_headers: %v", err)
+		}
+	}
+	if d.NextBlock(d.Nesting()) {
+		return nil, d.Errf("forward_headers takes no block")
+	}
+	return names, nil
 }
 
 // parseStorage parses `storage <module> { ... }` into a caddy.storage

@@ -86,6 +86,10 @@ func TestCaddyfileAdaptErrors(t *testing.T) {
 		{"pool arity", wrap(auth + "\t\tpool a b\n"), `wrong argument count`, 7},
 		{"bad pool name", wrap(auth + "\t\tpool ../../etc\n"), `bad pool name "../../etc"`, 7},
 		{"auth without id", wrap("\t\tauth {\n\t\t}\n"), `auth needs an ID`, 0},
+		{"forward_headers without names", wrap(auth + "\t\tforward_headers\n"), `forward_headers needs at least one header name`, 7},
+		{"forward_headers client key", wrap(auth + "\t\tforward_headers X-Team Authorization\n"), `forward_headers: header Authorization is never forwarded upstream`, 7},
+		{"forward_headers bad name", wrap(auth + "\t\tforward_headers \"X Team\"\n"), `forward_headers: bad header name "X Team"`, 7},
+		{"forward_headers twice", wrap(auth + "\t\tforward_headers A\n\t\tforward_headers B\n"), `duplicate forward_headers option`, 8},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(tc.cfg), map[string]any{"filename": "Caddyfile"})

@@ -104,6 +104,22 @@ type Handler struct {
 	// requests get 413. Default: 32 MiB.
 	MaxRequestBody int64 `json:"max_request_body,omitempty"`
 
+	// ForwardHeaders adds client request headers to those sent upstream:
+	// names, or globs where * matches any run of characters (case is
+	// ignored). By default only the APIs' own request headers and those the
+	// official SDKs and the Claude Code, Codex and Gemini CLIs send are
+	// forwarded: Accept, Content-Type, Content-Encoding, User-Agent,
+	// Idempotency-Key, Anthropic-*, X-Stainless-*, X-App, OpenAI-Beta, the
+	// session headers (X-Claude-Code-Session-Id, Session-Id, Session_id,
+	// X-Session-Id, Conversation-Id, Thread-Id), Codex's Originator,
+	// Version, X-Client-Request-Id and X-Codex-*, and X-Goog-Api-Client.
+	// Every other client header is dropped, Cookie, OpenAI-Organization and
+	// OpenAI-Project included, so a client cannot choose who is billed on a
+	// pooled credential. The client's key, Host, Content-Length, Expect,
+	// Accept-Encoding and hop-by-hop headers are never forwarded, whatever
+	// this lists. Per-credential headers are applied after these.
+	ForwardHeaders []string `json:"forward_headers,omitempty"`
+
 	// TransportRaw configures how upstream requests are sent: a
 	// reverse_proxy transport module. Default: the "http" transport with
 	// TLS enabled for https base URLs, HTTP/2 and keep-alive.
@@ -271,6 +287,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
+	forward, err := handler.NewHeaderAllowlist(h.ForwardHeaders)
+	if err != nil {
+		return fmt.Errorf("forward_headers: %v", err)
+	}
 	if err := h.provisionTransport(ctx); err != nil {
 		return err
 	}
@@ -285,6 +305,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	} else {
 		h.proxy = h.newProxy(strategy, nil, access)
 	}
+	h.proxy.ForwardHeaders = forward
 
 	stored, _ := h.listStored(ctx)
 	for _, a := range stored {

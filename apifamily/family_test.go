@@ -9,34 +9,131 @@ import (
 )
 
 func TestParse(t *testing.T) {
+	long := strings.Repeat("a", MaxIDLen)
 	for _, tc := range []struct {
 		path  string
 		ok    bool
 		fam   Family
 		model string
+		gen   bool
 	}{
-		{"/v1/messages", true, Anthropic, ""},
-		{"/v1/messages/count_tokens", true, Anthropic, ""},
-		{"/v1/messagesx", false, Unknown, ""},
-		{"/v1/chat/completions", true, OpenAI, ""},
-		{"/v1/completions", true, OpenAI, ""},
-		{"/v1/responses", true, OpenAI, ""},
-		{"/v1/responses/resp_123/cancel", true, OpenAI, ""},
-		{"/v1/embeddings", true, OpenAI, ""},
-		{"/v1/models", true, OpenAI, ""},
-		{"/v1/models/gpt-5", true, OpenAI, ""},
-		{"/v1beta/models/gemini-2.5-pro:generateContent", true, Gemini, "gemini-2.5-pro"},
-		{"/v1beta/models/gemini-2.5-flash:streamGenerateContent", true, Gemini, "gemini-2.5-flash"},
-		{"/v1/models/gemini-2.5-pro:countTokens", true, Gemini, "gemini-2.5-pro"},
-		{"/v1beta/models/:generateContent", false, Unknown, ""},
-		{"/v1beta/models/a/b:generateContent", false, Unknown, ""},
-		{"/v1beta/models/gemini", false, Unknown, ""},
-		{"/v2/anything", false, Unknown, ""},
-		{"/", false, Unknown, ""},
+		{"/v1/messages", true, Anthropic, "", true},
+		{"/v1/messages/count_tokens", true, Anthropic, "", true},
+		{"/v1/messages/batches", true, Anthropic, "", false},
+		{"/v1/messages/batches/msgbatch_01abc", true, Anthropic, "", false},
+		{"/v1/messages/batches/msgbatch_01abc/results", true, Anthropic, "", false},
+		{"/v1/messages/batches/msgbatch_01abc/cancel", true, Anthropic, "", false},
+		{"/v1/chat/completions", true, OpenAI, "", true},
+		{"/v1/completions", true, OpenAI, "", true},
+		{"/v1/responses", true, OpenAI, "", true},
+		{"/v1/responses/compact", true, OpenAI, "", true},
+		{"/v1/responses/input_tokens", true, OpenAI, "", true},
+		{"/v1/responses/resp_123", true, OpenAI, "", false},
+		{"/v1/responses/resp_123/cancel", true, OpenAI, "", false},
+		{"/v1/responses/resp_123/input_items", true, OpenAI, "", false},
+		{"/v1/responses/" + long, true, OpenAI, "", false},
+		{"/v1/embeddings", true, OpenAI, "", true},
+		{"/v1/models", true, OpenAI, "", false},
+		{"/v1/models/gpt-5", true, OpenAI, "", false},
+		{"/v1/models/ft:gpt-4o-mini-2024-07-18:org:custom:abc123", true, OpenAI, "", false},
+		{"/v1/models/llama3:8b", true, OpenAI, "", false},
+		{"/v1beta/models/gemini-2.5-pro:generateContent", true, Gemini, "gemini-2.5-pro", true},
+		{"/v1beta/models/gemini-2.5-flash:streamGenerateContent", true, Gemini, "gemini-2.5-flash", true},
+		{"/v1beta/models/text-embedding-004:embedContent", true, Gemini, "text-embedding-004", true},
+		{"/v1beta/models/text-embedding-004:batchEmbedContents", true, Gemini, "text-embedding-004", true},
+		{"/v1/models/gemini-2.5-pro:countTokens", true, Gemini, "gemini-2.5-pro", true},
+
+		// Not served: unknown endpoints and actions.
+		{"/v1/messagesx", false, Unknown, "", false},
+		{"/v1/messages/other", false, Unknown, "", false},
+		{"/v1/chat", false, Unknown, "", false},
+		{"/v1/chat/completions/chatcmpl-1", false, Unknown, "", false},
+		{"/v1/files", false, Unknown, "", false},
+		{"/v1beta/models/gemini-pro:predictLongRunning", false, Unknown, "", false},
+		{"/v1beta/models/gemini-pro:batchGenerateContent", false, Unknown, "", false},
+		{"/v1beta/models/:generateContent", false, Unknown, "", false},
+		{"/v1beta/models/a:b:generateContent", false, Unknown, "", false},
+		{"/v1beta/models/gemini", false, Unknown, "", false},
+		{"/v1beta/cachedContents", false, Unknown, "", false},
+		{"/v2/anything", false, Unknown, "", false},
+		{"/", false, Unknown, "", false},
+		{"", false, Unknown, "", false},
+		{"v1/messages", false, Unknown, "", false},
+
+		// Not served: segments that could climb out of the endpoint, or
+		// extra segments.
+		{"/v1/messages/../../admin", false, Unknown, "", false},
+		{"/v1/messages/batches/..", false, Unknown, "", false},
+		{"/v1/messages/batches/../../admin", false, Unknown, "", false},
+		{"/v1/messages/batches/./results", false, Unknown, "", false},
+		{"/v1/messages/batches/b/results/x", false, Unknown, "", false},
+		{"/v1/responses/..", false, Unknown, "", false},
+		{"/v1/responses/../x", false, Unknown, "", false},
+		{"/v1/responses/r/cancel/extra", false, Unknown, "", false},
+		{"/v1/responses/r/other", false, Unknown, "", false},
+		{"/v1/responses/" + long + "a", false, Unknown, "", false},
+		{"/v1/responses/a b", false, Unknown, "", false},
+		{"/v1/responses/a%2Fb", false, Unknown, "", false},
+		{"/v1/responses/a\\b", false, Unknown, "", false},
+		{"/v1/responses/a\x00", false, Unknown, "", false},
+		{"/v1/models/..", false, Unknown, "", false},
+		{"/v1/models/a/b", false, Unknown, "", false},
+		{"/v1beta/models/a/b:generateContent", false, Unknown, "", false},
+		{"/v1beta/models/..:generateContent", false, Unknown, "", false},
+		{"/v1beta/models/gemini-pro:generateContent/extra", false, Unknown, "", false},
+		{"/v1beta/models/gemini-pro:generateContent/..", false, Unknown, "", false},
+		{"/v1/models/gemini-pro:generateContent/extra", false, Unknown, "", false},
+		{"//v1/messages", false, Unknown, "", false},
+		{"/v1//messages", false, Unknown, "", false},
+		{"/v1/messages/", false, Unknown, "", false},
+		{"/./v1/messages", false, Unknown, "", false},
+		{"/v1/./messages", false, Unknown, "", false},
+		{"/v1/chat/../messages", false, Unknown, "", false},
 	} {
 		r, ok := Parse(tc.path)
-		if ok != tc.ok || r.Family != tc.fam || r.Model != tc.model {
-			t.Errorf("Parse(%q) = %+v, %v; want family %v model %q ok %v", tc.path, r, ok, tc.fam, tc.model, tc.ok)
+		if ok != tc.ok || r.Family != tc.fam || r.Model != tc.model || r.Generation != tc.gen {
+			t.Errorf("Parse(%q) = %+v, %v; want family %v model %q generation %v ok %v", tc.path, r, ok, tc.fam, tc.model, tc.gen, tc.ok)
+		}
+	}
+}
+
+func TestParseDoesNotAllocate(t *testing.T) {
+	paths := []string{"/v1/messages", "/v1/responses/resp_1/cancel", "/v1beta/models/gemini-2.5-pro:streamGenerateContent", "/v1/x/../y"}
+	if n := testing.AllocsPerRun(100, func() {
+		for _, p := range paths {
+			Parse(p)
+		}
+	}); n != 0 {
+		t.Errorf("Parse allocates %v times per run", n)
+	}
+}
+
+func TestBodyModel(t *testing.T) {
+	for body, want := range map[string]string{
+		`{"model":"claude-x"}`:          "claude-x",
+		`{"model":"a\u0000b"}`:          "a\x00b",
+		`{"model":123}`:                 "",
+		`{"model":{"name":"x"}}`:        "",
+		`{"model":null}`:                "",
+		`{"messages":[],"model":"m"}`:   "m",
+		`not json`:                      "",
+		`[{"model":"inside an array"}]`: "",
+	} {
+		if got := BodyModel([]byte(body)); got != want {
+			t.Errorf("BodyModel(%s) = %q, want %q", body, got, want)
+		}
+	}
+}
+
+func TestCheckModel(t *testing.T) {
+	for _, ok := range []string{"", "claude-sonnet-4-5", "gpt-5(high)", "models/gemini-2.5-pro", "模型", strings.Repeat("m", MaxModelLen)} {
+		if err := CheckModel(ok); err != nil {
+			t.Errorf("CheckModel(%q): %v", ok, err)
+		}
+	}
+	for _, bad := range []string{strings.Repeat("m", MaxModelLen+1), strings.Repeat("m", 8<<20), "a\x00b", "a\nb", "a\x7fb", "a\u0085b", "a\xffb", "\x1b[31mred"} {
+		if err := CheckModel(bad); err == nil {
+			t.Errorf("CheckModel(%.40q) accepted", bad)
 		}
 	}
 }

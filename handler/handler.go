@@ -58,6 +58,7 @@ type Proxy struct {
 	WaitForCooldown time.Duration
 	MaxBody         int64
 	Access          []auth.AccessProvider // empty: no client-key check
+	ForwardHeaders  *HeaderAllowlist      // client headers sent upstream; nil: DefaultForwardHeaders
 	Transports      Transports
 	Logger          *zap.Logger
 	Observer        Observer
@@ -98,6 +99,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
 	}
 	req, err := parse(r, route, p.MaxBody, p.Affinity != nil)
 	if err != nil {
+		var bad *requestError
+		if errors.As(err, &bad) {
+			apifamily.WriteError(w, fam, http.StatusBadRequest, apifamily.KindInvalidRequest, bad.msg, 0)
+			return nil
+		}
 		if errors.Is(err, errTooLarge) {
 			apifamily.WriteError(w, fam, http.StatusRequestEntityTooLarge, apifamily.KindTooLarge,
 				fmt.Sprintf("request body exceeds max_request_body (%d bytes)", p.MaxBody), 0)
@@ -351,7 +357,7 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, key
 			sent.Store(true)
 		}
 	}}
-	out := newUpstreamRequest(httptrace.WithClientTrace(ctx, trace), r, req.body, a, base)
+	out := newUpstreamRequest(httptrace.WithClientTrace(ctx, trace), r, req.body, a, base, p.ForwardHeaders)
 	start := p.Now()
 	resp, err := p.Transports.For(a).RoundTrip(out)
 	ttfb := p.Now().Sub(start)

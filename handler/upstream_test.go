@@ -85,7 +85,7 @@ func TestNewUpstreamRequestAppliesCredentialAndStripsClientKeys(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			base, _ := url.Parse("https://up.example")
-			out := newUpstreamRequest(context.Background(), r, body, tc.a, base)
+			out := newUpstreamRequest(context.Background(), r, body, tc.a, base, nil)
 			for k, vv := range out.Header {
 				for _, v := range vv {
 					if strings.Contains(v, "client-secret") {
@@ -118,7 +118,7 @@ func TestNewUpstreamRequestAppliesCredentialAndStripsClientKeys(t *testing.T) {
 	}
 	// Never generated when the client did not send one.
 	r.Header.Del("Idempotency-Key")
-	out := newUpstreamRequest(context.Background(), r, body, &auth.Auth{ID: "a", Provider: "openai", APIKey: "k"}, &url.URL{Scheme: "https", Host: "x"})
+	out := newUpstreamRequest(context.Background(), r, body, &auth.Auth{ID: "a", Provider: "openai", APIKey: "k"}, &url.URL{Scheme: "https", Host: "x"}, nil)
 	if _, ok := out.Header["Idempotency-Key"]; ok {
 		t.Errorf("Idempotency-Key generated")
 	}

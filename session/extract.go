@@ -57,6 +57,11 @@ const (
 // maxIDLen is the longest explicit ID accepted, in bytes.
 const maxIDLen = 256
 
+// maxUserIDLen is the longest metadata.user_id looked at, in bytes. Claude
+// Code's JSON form is about 150 bytes; a longer value can be neither that
+// form nor a usable ID (maxIDLen), and is never parsed.
+const maxUserIDLen = 1024
+
 // IDs are the session identifiers found in one request.
 //
 // Formats (the prefix tells the signal kind apart):
@@ -119,11 +124,11 @@ func Extract(h http.Header, body []byte) IDs {
 	// 2 and 5. metadata.user_id: the Claude Code form now, any other later.
 	var userID string
 	if f.metadata != nil {
-		if raw := gjson.GetBytes(f.metadata, "user_id"); raw.Type == gjson.String {
-			if id, ok := claudeCodeSession(raw.Str); ok {
+		if raw := member(f.metadata, "user_id"); raw != nil {
+			userID = boundedString(raw, maxUserIDLen)
+			if id, ok := claudeCodeSession(userID); ok {
 				return explicit(SourceClaudeCode, prefixClaudeCode, id)
 			}
-			userID = raw.Str
 		}
 	}
 
@@ -143,22 +148,17 @@ func Extract(h http.Header, body []byte) IDs {
 	}
 
 	// 6. prompt_cache_key, conversation_id, conversation.id / conversation.
-	if id, ok := validID(stringValue(f.promptCacheKey)); ok {
+	if id, ok := validID(boundedString(f.promptCacheKey, maxIDLen)); ok {
 		return explicit(SourcePromptCacheKey, prefixPromptCache, id)
 	}
-	if id, ok := validID(stringValue(f.conversationID)); ok {
+	if id, ok := validID(boundedString(f.conversationID, maxIDLen)); ok {
 		return explicit(SourceConversation, prefixConversation, id)
 	}
 	if c := f.conversation; len(c) > 0 {
-		var conv string
 		if c[0] == '{' {
-			if r := gjson.GetBytes(c, "id"); r.Type == gjson.String {
-				conv = r.Str
-			}
-		} else {
-			conv = stringValue(c)
+			c = member(c, "id")
 		}
-		if id, ok := validID(conv); ok {
+		if id, ok := validID(boundedString(c, maxIDLen)); ok {
 			return explicit(SourceConversation, prefixConversation, id)
 		}
 	}
@@ -238,18 +238,25 @@ func validID(s string) (string, bool) {
 
 // claudeCodeSession returns the session UUID of a Claude Code user_id: the
 // session_id of a JSON text, or the part after "_session_" of the legacy
-// "user_<hash>[_account_<uuid>]_session_<uuid>" form.
+// "user_<hash>[_account_<uuid>]_session_<uuid>" form. The JSON text is
+// walked by the bounded, non-recursive walker of scan.go, so no nesting can
+// exhaust the stack.
 func claudeCodeSession(userID string) (string, bool) {
 	t := strings.TrimSpace(userID)
+	if len(t) > maxUserIDLen {
+		return "", false
+	}
 	if strings.HasPrefix(t, "{") {
-		if !gjson.Valid(t) {
+		var sid []byte
+		if !forEachMember([]byte(t), func(k, v []byte) bool {
+			if string(k) == "session_id" {
+				sid = v
+			}
+			return true
+		}) || !isString(sid) {
 			return "", false
 		}
-		r := gjson.Get(t, "session_id")
-		if r.Type != gjson.String {
-			return "", false
-		}
-		return validID(r.Str)
+		return validID(stringValue(sid))
 	}
 	if strings.HasPrefix(t, "user_") {
 		if i := strings.LastIndex(t, "_session_"); i >= 0 {
@@ -257,6 +264,34 @@ func claudeCodeSession(userID string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// member returns the raw value of the member called name of the JSON object
+// obj (already checked by scanBody), or nil.
+func member(obj []byte, name string) []byte {
+	var val []byte
+	forEachMember(obj, func(k, v []byte) bool {
+		if string(k) == name {
+			val = v
+			return false
+		}
+		return true
+	})
+	return val
+}
+
+// boundedString decodes a raw JSON string value whose decoded text can be
+// at most max bytes long; longer values and non-strings give "". The raw
+// length is checked first, so a huge value is never copied.
+func boundedString(raw []byte, max int) string {
+	// An escape takes at most 6 raw bytes per decoded byte (\u0041).
+	if len(raw) > 6*max+2 {
+		return ""
+	}
+	if s := stringValue(raw); len(s) <= max {
+		return s
+	}
+	return ""
 }
 
 // stringValue decodes a raw JSON string value; anything else gives "".

@@ -116,15 +116,13 @@ func textPieces(h *hasher, tag byte, content []byte) {
 			return true
 		})
 	case '{':
-		var parts []byte
-		forEachMember(content, func(k, v []byte) bool {
-			if string(k) == "parts" {
-				parts = v
-				return false
-			}
-			return true
-		})
-		textPieces(h, tag, parts)
+		// A Gemini content: its parts are an array. An object is not
+		// descended into again, so the work stays linear in the body
+		// whatever the nesting ({"parts":{"parts":...}} would otherwise be
+		// walked once per level).
+		if parts := member(content, "parts"); len(parts) > 0 && parts[0] != '{' {
+			textPieces(h, tag, parts)
+		}
 	}
 }
 
