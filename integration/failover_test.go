@@ -860,16 +860,3 @@ func TestAnthropicSDKHonoursRetryAfter(t *testing.T) {
 		t.Fatalf("upstream requests %v, want claude-1 and claude-2 faulted, then a clean retry on claude-1", seen)
 	}
 }
-
-// TestBare404OfAGenerationRequestFailsOver: an OpenAI-compatible server that
-// answers an unknown model with a bare 404 still moves the request on.
-func TestBare404OfAGenerationRequestFailsOver(t *testing.T) {
-	up := newFailoverUpstream(t)
-	fakeClock(t)
-	loadConfig(t, t.TempDir(), proxySite(uniquePool(t), claudeCreds(up.URL, 2), fillFirst))
-	up.Reset()
-	up.SetFault("claude-1", mockllm.Fault{Status: 404, Body: `{"detail":"Not Found"}`})
-	expectServed(t, up, anthropicCall, "claude-2", map[string]int{"claude-1": 1, "claude-2": 1})
-	up.Reset()
-	expectServed(t, up, anthropicCall, "claude-2", map[string]int{"claude-2": 1})
-}
