@@ -7,8 +7,10 @@ type Bindings interface {
 	// Get returns the credential the session is bound to for the model;
 	// a hit refreshes the binding's TTL.
 	Get(session, model string) (authID string, ok bool)
-	// Bind binds the session to authID for the model, replacing any binding.
-	Bind(session, model, authID string)
+	// BindFor binds the session to authID for the model, replacing any
+	// binding. The binding belongs to client ("" for none), so that one
+	// client's sessions cannot crowd out everyone else's.
+	BindFor(client, session, model, authID string)
 	// Touch refreshes the binding's TTL only if it still points at authID,
 	// and reports whether it did.
 	Touch(session, model, authID string) bool
@@ -83,7 +85,7 @@ func (a *Affinity) Pick(st *State, req *Request) (idx int, d Decision) {
 		inherited, fallbackBound = a.Bindings.Get(req.Fallback, req.Model)
 		if fallbackBound {
 			if i, ok := usableBinding(req, inherited); ok {
-				a.Bindings.Bind(req.Session, req.Model, inherited)
+				a.Bindings.BindFor(req.Client, req.Session, req.Model, inherited)
 				return i, DecisionHit
 			}
 		}
@@ -98,9 +100,9 @@ func (a *Affinity) Pick(st *State, req *Request) (idx int, d Decision) {
 		return -1, d
 	}
 	id := req.Set.cands[idx].ID
-	a.Bindings.Bind(req.Session, req.Model, id)
+	a.Bindings.BindFor(req.Client, req.Session, req.Model, id)
 	if req.Fallback != "" && req.Fallback != req.Session && !fallbackBound {
-		a.Bindings.Bind(req.Fallback, req.Model, id)
+		a.Bindings.BindFor(req.Client, req.Fallback, req.Model, id)
 	}
 	return idx, d
 }

@@ -14,6 +14,7 @@ type fakeBindings struct {
 	m       map[bindingKey]string
 	binds   int
 	touches int
+	owner   map[bindingKey]string // the client of each BindFor
 }
 
 func newFakeBindings() *fakeBindings {
@@ -32,6 +33,16 @@ func (f *fakeBindings) Bind(session, model, authID string) {
 	defer f.mu.Unlock()
 	f.binds++
 	f.m[bindingKey{session, model}] = authID
+}
+
+func (f *fakeBindings) BindFor(client, session, model, authID string) {
+	f.Bind(session, model, authID)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.owner == nil {
+		f.owner = make(map[bindingKey]string)
+	}
+	f.owner[bindingKey{session, model}] = client
 }
 
 func (f *fakeBindings) Touch(session, model, authID string) bool {

@@ -49,6 +49,10 @@ type Request struct {
 	HashKey string
 	// Model is the model bindings are kept for, without thinking suffixes.
 	Model string
+	// Client identifies who sent the request (the authenticated user, or
+	// the client's address when there is none), so that the bindings it
+	// makes count against its own share of the cache; "" for none.
+	Client string
 }
 
 // available reports whether candidate i may be used by this request,

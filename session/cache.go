@@ -12,6 +12,7 @@ const (
 	DefaultTTL           = time.Hour
 	DefaultMaxEntries    = 1_000_000
 	DefaultSweepInterval = time.Minute
+	DefaultClientShare   = 0.25
 )
 
 // maxShards is the shard count of large caches; small caches get fewer
@@ -30,6 +31,10 @@ type Options struct {
 	MaxEntries int
 	// Now is the clock; time.Now when nil. Tests inject a fake clock.
 	Now func() time.Time
+	// ClientShare is the share of MaxEntries that the bindings of one
+	// client (see BindFor) may take, in (0, 1]; DefaultClientShare when
+	// out of range.
+	ClientShare float64
 }
 
 // Cache maps (session, model) to the ID of the credential that serves it,
@@ -50,6 +55,13 @@ type Options struct {
 // ones, whose shards fill evenly. Concurrent inserts into different shards
 // may overshoot MaxEntries by at most one binding per shard, and later
 // inserts evict back down to the bound.
+//
+// Bindings made with BindFor belong to a client, and one client's bindings
+// may take only ClientShare of the cache: a client over its share (kept
+// per shard, which its sessions fill evenly) loses its own least recently
+// used binding to a new one, so a client flooding new session IDs evicts
+// its own bindings rather than everyone's. Only a hash of the client is
+// kept.
 type Cache struct {
 	seed      maphash.Seed
 	shards    []shard
@@ -57,6 +69,7 @@ type Cache struct {
 	ttl       atomic.Int64
 	count     atomic.Int64 // bindings in all shards
 	max       int64
+	clientMax int // bindings one client may hold per shard
 	now       func() time.Time
 	base      time.Time
 	newTicker func(time.Duration) (<-chan time.Time, func())
@@ -66,13 +79,22 @@ type Cache struct {
 	done  chan struct{}
 }
 
-// entry is one binding, stored in a shard's slab and linked in LRU order.
+// entry is one binding, stored in a shard's slab and linked in LRU order,
+// and in its client's LRU order when it has a client.
 type entry struct {
-	key         uint64 // hash of (session, model)
-	sessionHash uint64 // hash of session, for InvalidateSession
-	auth        string
-	lastUsed    int64 // nanoseconds since Cache.base
-	prev, next  int32 // slab indices; -1 for none. next links the free list too.
+	key          uint64 // hash of (session, model)
+	sessionHash  uint64 // hash of session, for InvalidateSession
+	client       uint64 // hash of the client; 0 for none
+	auth         string
+	lastUsed     int64 // nanoseconds since Cache.base
+	prev, next   int32 // slab indices; -1 for none. next links the free list too.
+	cprev, cnext int32 // the client's list; -1 for none
+}
+
+// clientList is one client's bindings in a shard, most recently used first.
+type clientList struct {
+	head, tail int32
+	n          int
 }
 
 // shard is one lock domain of the cache.
@@ -84,7 +106,9 @@ type shard struct {
 	tail  int32 // least recently used, -1 when empty
 	free  int32 // first free slab slot, -1 when none
 	count *atomic.Int64
-	_     [64]byte // keep shards' hot fields on separate cache lines
+	// clients holds the lists of the clients with bindings in the shard.
+	clients map[uint64]*clientList
+	_       [64]byte // keep shards' hot fields on separate cache lines
 }
 
 // NewCache returns an empty cache configured by opts.
@@ -102,13 +126,18 @@ func NewCache(opts Options) *Cache {
 		n *= 2
 		shift--
 	}
+	share := opts.ClientShare
+	if share <= 0 || share > 1 {
+		share = DefaultClientShare
+	}
 	c := &Cache{
-		max:    int64(maxEntries),
-		seed:   maphash.MakeSeed(),
-		shards: make([]shard, n),
-		shift:  shift,
-		now:    now,
-		base:   now(),
+		max:       int64(maxEntries),
+		clientMax: max(1, int(float64(maxEntries)*share)/n),
+		seed:      maphash.MakeSeed(),
+		shards:    make([]shard, n),
+		shift:     shift,
+		now:       now,
+		base:      now(),
 		newTicker: func(d time.Duration) (<-chan time.Time, func()) {
 			t := time.NewTicker(d)
 			return t.C, t.Stop
@@ -178,6 +207,7 @@ func (c *Cache) Get(session, model string) (authID string, ok bool) {
 		} else {
 			e.lastUsed = now
 			s.moveToFront(i)
+			s.clientMoveToFront(i)
 			authID, ok = e.auth, true
 		}
 	}
@@ -197,6 +227,7 @@ func (c *Cache) Bind(session, model, authID string) {
 		e := &s.slab[i]
 		e.auth, e.lastUsed = authID, now
 		s.moveToFront(i)
+		s.clientMoveToFront(i)
 		s.mu.Unlock()
 		return
 	}
@@ -204,11 +235,54 @@ func (c *Cache) Bind(session, model, authID string) {
 		s.remove(s.tail)
 	}
 	i := s.alloc()
-	s.slab[i] = entry{key: key, sessionHash: sh, auth: authID, lastUsed: now, prev: -1, next: -1}
+	s.slab[i] = entry{key: key, sessionHash: sh, auth: authID, lastUsed: now, prev: -1, next: -1, cprev: -1, cnext: -1}
 	s.pushFront(i)
 	s.index[key] = i
 	c.count.Add(1)
 	s.mu.Unlock()
+}
+
+// BindFor is Bind for a binding that belongs to client (e.g. the
+// authenticated user, or the client's address when there is none); ""
+// is no client, as with Bind. When the client already holds its share of
+// the cache, its own least recently used binding is dropped first.
+func (c *Cache) BindFor(client, session, model, authID string) {
+	if client == "" {
+		c.Bind(session, model, authID)
+		return
+	}
+	ch := hashClient(c, client)
+	sh, key := c.hashes(session, model)
+	s := c.shardOf(sh)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := c.clock()
+	i, found := s.index[key]
+	if found {
+		e := &s.slab[i]
+		e.auth, e.lastUsed = authID, now
+		s.moveToFront(i)
+		if e.client == ch {
+			s.clientMoveToFront(i)
+			return
+		}
+		s.clientUnlink(i)
+	}
+	if cl := s.clients[ch]; cl != nil && cl.n >= c.clientMax {
+		s.remove(cl.tail)
+	}
+	if !found {
+		for c.count.Load() >= c.max && s.tail >= 0 {
+			s.remove(s.tail)
+		}
+		i = s.alloc()
+		s.slab[i] = entry{key: key, sessionHash: sh, auth: authID, lastUsed: now, prev: -1, next: -1}
+		s.pushFront(i)
+		s.index[key] = i
+		c.count.Add(1)
+	}
+	s.slab[i].client = ch
+	s.clientPush(i)
 }
 
 // Touch refreshes the TTL of (session, model) only if it is still bound to
@@ -233,6 +307,7 @@ func (c *Cache) Touch(session, model, authID string) bool {
 	}
 	e.lastUsed = now
 	s.moveToFront(i)
+	s.clientMoveToFront(i)
 	return true
 }
 
@@ -391,6 +466,7 @@ func (c *Cache) removeAll(drop func(*entry) bool) int {
 // reset empties the shard and drops its memory.
 func (s *shard) reset() {
 	s.index = make(map[uint64]int32)
+	s.clients = make(map[uint64]*clientList)
 	s.slab = nil
 	s.head, s.tail, s.free = -1, -1, -1
 }
@@ -422,10 +498,11 @@ func (s *shard) alloc() int32 {
 // remove unlinks entry i, deletes it from the index and frees its slot.
 func (s *shard) remove(i int32) {
 	s.unlink(i)
+	s.clientUnlink(i)
 	e := &s.slab[i]
 	delete(s.index, e.key)
 	s.count.Add(-1)
-	*e = entry{next: s.free, prev: -1} // drops the auth string reference
+	*e = entry{next: s.free, prev: -1, cprev: -1, cnext: -1} // drops the auth string reference
 	s.free = i
 }
 
@@ -461,4 +538,76 @@ func (s *shard) moveToFront(i int32) {
 	}
 	s.unlink(i)
 	s.pushFront(i)
+}
+
+// hashClient is the hash a client's bindings carry; never 0, which is no
+// client.
+func hashClient(c *Cache, client string) uint64 {
+	return maphash.String(c.seed, client) | 1
+}
+
+// clientPush makes entry i, whose client is set, the most recently used
+// of its client.
+func (s *shard) clientPush(i int32) {
+	e := &s.slab[i]
+	cl := s.clients[e.client]
+	if cl == nil {
+		cl = &clientList{head: -1, tail: -1}
+		s.clients[e.client] = cl
+	}
+	e.cprev, e.cnext = -1, cl.head
+	if cl.head >= 0 {
+		s.slab[cl.head].cprev = i
+	} else {
+		cl.tail = i
+	}
+	cl.head = i
+	cl.n++
+}
+
+// clientUnlink takes entry i out of its client's list and clears its
+// client; an entry without a client is left alone.
+func (s *shard) clientUnlink(i int32) {
+	e := &s.slab[i]
+	if e.client == 0 {
+		return
+	}
+	cl := s.clients[e.client]
+	if e.cprev >= 0 {
+		s.slab[e.cprev].cnext = e.cnext
+	} else {
+		cl.head = e.cnext
+	}
+	if e.cnext >= 0 {
+		s.slab[e.cnext].cprev = e.cprev
+	} else {
+		cl.tail = e.cprev
+	}
+	if cl.n--; cl.n == 0 {
+		delete(s.clients, e.client)
+	}
+	e.client, e.cprev, e.cnext = 0, -1, -1
+}
+
+// clientMoveToFront makes entry i the most recently used of its client,
+// if it has one. It does not allocate.
+func (s *shard) clientMoveToFront(i int32) {
+	e := &s.slab[i]
+	if e.client == 0 {
+		return
+	}
+	cl := s.clients[e.client]
+	if cl.head == i {
+		return
+	}
+	// i is not the head, so it has a predecessor.
+	s.slab[e.cprev].cnext = e.cnext
+	if e.cnext >= 0 {
+		s.slab[e.cnext].cprev = e.cprev
+	} else {
+		cl.tail = e.cprev
+	}
+	e.cprev, e.cnext = -1, cl.head
+	s.slab[cl.head].cprev = i
+	cl.head = i
 }
