@@ -142,12 +142,13 @@ type Attempt struct {
 	Body []byte
 	// Err is the transport error, nil when a response arrived.
 	Err error
-	// Sent reports that the whole request reached the upstream before Err:
-	// a connection was made and the request written. A failure after that
-	// (no response in time, a reset) concerns what the request asked for;
+	// Connected reports that a connection to the upstream was made (or an
+	// idle one reused) before Err: dialled, through any proxy, with its TLS
+	// handshake done. A failure after that (no response headers in time, a
+	// reset, a write that broke off) concerns what the request asked for;
 	// one before it (refused, DNS, TLS, proxy) concerns the credential's
 	// endpoint.
-	Sent bool
+	Connected bool
 	// ClientErr is the client request context's Err(): non-nil means the
 	// client went away.
 	ClientErr error
@@ -168,8 +169,8 @@ type Attempt struct {
 //   - client gone (ClientErr != nil): Stop, "client_canceled".
 //   - transport error, or no status: Failover for ServerError. A context
 //     cancellation or deadline, or any error reporting Timeout(), is
-//     "timeout"; everything else is "connection_error". Before the request
-//     was sent (refused, DNS, TLS, proxy) it cools the credential for all
+//     "timeout"; everything else is "connection_error". Before a connection
+//     was made (refused, DNS, TLS, proxy) it cools the credential for all
 //     models; after (no response headers in time, a reset) only the model.
 //   - 429 whose body says the request alone exceeds the tokens-per-minute
 //     limit (OpenAI's "Request too large for ..."): Return, "client_error";
@@ -218,7 +219,7 @@ func Classify(p Policy, req Request, a Attempt, now time.Time) Verdict {
 			reason = ReasonTimeout
 		}
 		scope := ScopeAll
-		if a.Sent {
+		if a.Connected {
 			scope = model
 		}
 		return failover(scope, reason, now.Add(p.ServerError))

@@ -234,8 +234,8 @@ func TestClassifyTransport(t *testing.T) {
 
 	conn := Verdict{Action: Failover, Scope: ScopeAll, Reason: "connection_error", Until: now.Add(testPolicy.ServerError)}
 	timeout := Verdict{Action: Failover, Scope: ScopeAll, Reason: "timeout", Until: now.Add(testPolicy.ServerError)}
-	// After the request reached the upstream, a failure concerns the model
-	// asked for, not the credential's endpoint.
+	// Once connected, a failure concerns the model asked for, not the
+	// credential's endpoint.
 	connModel := Verdict{Action: Failover, Scope: ScopeModel, Reason: "connection_error", Until: now.Add(testPolicy.ServerError)}
 	timeoutModel := Verdict{Action: Failover, Scope: ScopeModel, Reason: "timeout", Until: now.Add(testPolicy.ServerError)}
 	stop := Verdict{Action: Stop, Reason: "client_canceled"}
@@ -245,7 +245,7 @@ func TestClassifyTransport(t *testing.T) {
 		name      string
 		status    int
 		err       error
-		sent      bool
+		connected bool
 		clientErr error
 		want      Verdict
 	}{
@@ -263,9 +263,9 @@ func TestClassifyTransport(t *testing.T) {
 		{"net timeout", 0, &net.OpError{Op: "read", Net: "tcp", Err: timeoutError{}}, false, nil, timeout},
 		{"error wins over status", 502, refused, false, nil, conn},
 
-		{"sent, then no response headers in time", 0, &net.OpError{Op: "read", Net: "tcp", Err: timeoutError{}}, true, nil, timeoutModel},
-		{"sent, then the response header timeout", 0, fmt.Errorf("%w: %w", headerTimeout, context.DeadlineExceeded), true, nil, timeoutModel},
-		{"sent, then closed without response", 0, errors.New("EOF"), true, nil, connModel},
+		{"connected, then no response headers in time", 0, &net.OpError{Op: "read", Net: "tcp", Err: timeoutError{}}, true, nil, timeoutModel},
+		{"connected, then the response header timeout", 0, fmt.Errorf("%w: %w", headerTimeout, context.DeadlineExceeded), true, nil, timeoutModel},
+		{"connected, then closed without response", 0, errors.New("EOF"), true, nil, connModel},
 
 		{"client canceled", 0, context.Canceled, false, context.Canceled, stop},
 		{"client canceled with refused", 0, refused, false, context.Canceled, stop},
@@ -276,7 +276,7 @@ func TestClassifyTransport(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			a := Attempt{Status: tt.status, Header: hdr("Retry-After", "600"), Err: tt.err, Sent: tt.sent, ClientErr: tt.clientErr}
+			a := Attempt{Status: tt.status, Header: hdr("Retry-After", "600"), Err: tt.err, Connected: tt.connected, ClientErr: tt.clientErr}
 			got := Classify(testPolicy, gen("claude-x"), a, now)
 			assertVerdict(t, got, tt.want)
 			if tt.want.Action == Failover {

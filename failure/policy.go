@@ -25,13 +25,19 @@ type Policy struct {
 	// RateLimitMax caps the 429 backoff ladder. Default 30m.
 	RateLimitMax time.Duration
 	// AuthFailure is how long a credential is cooled, for all models, after a
-	// 401, 402 or 403. Default 30m.
+	// 401, 402 or 403, or Gemini's 400 for a revoked or expired key
+	// (API_KEY_INVALID). Default 30m.
 	AuthFailure time.Duration
 	// ModelNotFound is how long a model is cooled on a credential after a 404
-	// saying that the model does not exist. Default 12h.
+	// to a generation request saying that the model does not exist (for
+	// Gemini's "not found, or not supported for <method>", the model on that
+	// endpoint only). Default 12h.
 	ModelNotFound time.Duration
-	// ServerError is how long a credential is cooled after a 408, 5xx or 529
-	// response, or a refused or timed-out connection. Default 60s.
+	// ServerError is how long the requested model is cooled on a credential
+	// after a 408, 5xx or 529 response or a connection that failed once made
+	// (no response headers in time, a reset), and how long the credential is
+	// cooled for every model when no connection could be made (refused, DNS,
+	// TLS). Default 60s.
 	ServerError time.Duration
 }
 

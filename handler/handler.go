@@ -348,21 +348,17 @@ func (p *Proxy) pick(sel *selector.Request) (int, selector.Decision) {
 func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, keys cooldownKeys, sel *selector.Request, cred *pool.Credential, n int) (done bool, lf *lastFailure) {
 	a, base := cred.Target()
 	ctx := r.Context()
-	// Whether the request reached the upstream tells a failure of the
-	// credential's endpoint (refused, DNS, TLS) from one of the model
-	// asked for (no answer in time): see failure.Attempt.Sent.
-	var sent atomic.Bool
-	trace := &httptrace.ClientTrace{WroteRequest: func(i httptrace.WroteRequestInfo) {
-		if i.Err == nil {
-			sent.Store(true)
-		}
-	}}
+	// Whether a connection was made tells a failure of the credential's
+	// endpoint (refused, DNS, TLS) from one of the model asked for (no
+	// answer in time): see failure.Attempt.Connected.
+	var connected atomic.Bool
+	trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { connected.Store(true) }}
 	out := newUpstreamRequest(httptrace.WithClientTrace(ctx, trace), r, req.body, a, base, p.ForwardHeaders)
 	start := p.Now()
 	resp, err := p.Transports.For(a).RoundTrip(out)
 	ttfb := p.Now().Sub(start)
 
-	at := failure.Attempt{Err: err, ClientErr: ctx.Err(), Sent: sent.Load()}
+	at := failure.Attempt{Err: err, ClientErr: ctx.Err(), Connected: connected.Load()}
 	if err == nil {
 		at.Status, at.Header = resp.StatusCode, resp.Header
 		if at.Status >= 400 {
@@ -433,8 +429,8 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, key
 	if err := p.copyResponse(w, resp, cred.ID(), pinResource); err != nil && !errors.Is(err, errClientWrite) && ctx.Err() == nil {
 		// The upstream broke off mid-stream: nothing can be retried once
 		// bytes reached the client, but the credential is charged, as
-		// for a failure after the request was sent.
-		cv := failure.Classify(p.Policy, freq, failure.Attempt{Err: err, Sent: true}, p.Now())
+		// for any failure once connected.
+		cv := failure.Classify(p.Policy, freq, failure.Attempt{Err: err, Connected: true}, p.Now())
 		if cv.Scope != failure.ScopeNone {
 			cred.RecordFailure(keys.scoped(cv.Scope), cv, p.Policy, p.Now())
 		}
