@@ -22,9 +22,9 @@ import (
 
 // sendExpect sends one request and checks its status and the upstream
 // requests it caused per credential (then resets the mock's record).
-func sendExpect(t *testing.T, up *upstream, method, path string, headers map[string]string, body string, status int, want map[string]int) (*http.Response, []byte) {
+func sendExpect(t *testing.T, up *upstream, method, path, body string, status int, want map[string]int) (*http.Response, []byte) {
 	t.Helper()
-	resp, b := call(t, method, path, headers, body)
+	resp, b := call(t, method, path, nil, body)
 	if resp.StatusCode != status {
 		t.Fatalf("%s %s: status %d, want %d: %.300s", method, path, resp.StatusCode, status, b)
 	}
@@ -35,11 +35,13 @@ func sendExpect(t *testing.T, up *upstream, method, path string, headers map[str
 	return resp, b
 }
 
-// TestHostile404sDoNotCool: requests for unknown paths, unknown Gemini
-// actions, a missing model's metadata, or a generation request answered
-// with a 404 that does not say the model is missing, all get the upstream's
-// 404 from the first credential, with no failover and no cooldown: the
-// same credential serves the next request for the model.
+// TestHostile404sDoNotCool: requests for unknown resources, a Gemini action
+// the upstream does not know, a missing model's metadata, or a generation
+// request answered with a 404 that does not say the model is missing, all
+// get the upstream's 404 from the first credential, with no failover and no
+// cooldown: the same credential serves the next request for the model.
+// Paths llm_proxy does not serve get its own 404 without reaching any
+// upstream.
 func TestHostile404sDoNotCool(t *testing.T) {
 	up := newFailoverUpstream(t)
 	fakeClock(t)
@@ -47,18 +49,18 @@ func TestHostile404sDoNotCool(t *testing.T) {
 		name         string
 		honest       apiCall
 		method, path string
-		headers      map[string]string
 		body         string
 		fault        *mockllm.Fault // the first credential's answer, else the mock's own
+		unserved     bool           // llm_proxy answers itself
 	}{
-		{name: "anthropic unknown path under messages", honest: anthropicCall,
-			method: http.MethodPost, path: "/v1/messages/anything", body: anthropicCall.body},
-		{name: "anthropic unknown path naming the model", honest: anthropicCall,
-			method: http.MethodPost, path: "/v1/messages/model-claude-sonnet-4-5-not-found", body: anthropicCall.body},
-		{name: "openai unknown path under responses", honest: openAICall,
-			method: http.MethodPost, path: "/v1/responses/anything", body: `{"model":"gpt-5","input":"hi"}`},
-		{name: "gemini unknown action", honest: geminiCall,
-			method: http.MethodPost, path: "/v1beta/models/gemini-2.5-pro:bogus", body: geminiCall.body},
+		{name: "unknown batch, with a model in the body", honest: anthropicCall,
+			method: http.MethodPost, path: "/v1/messages/batches/msgbatch_nope/cancel", body: anthropicCall.body},
+		{name: "unknown stored response, with a model in the body", honest: openAICall,
+			method: http.MethodPost, path: "/v1/responses/resp_nope/cancel", body: `{"model":"gpt-5"}`},
+		{name: "gemini action the upstream does not know", honest: geminiCall,
+			// The mock answers as for an unknown URL, quoting the path
+			// "models/gemini-2.5-pro:embedContent".
+			method: http.MethodPost, path: "/v1beta/models/gemini-2.5-pro:embedContent", body: geminiCall.body},
 		{name: "missing model metadata", honest: openAICall,
 			method: http.MethodGet, path: "/v1/models/nope",
 			// OpenAI's answer: 404 code model_not_found (the mock's default 404).
@@ -70,6 +72,10 @@ func TestHostile404sDoNotCool(t *testing.T) {
 			method: http.MethodPost, path: "/v1/messages", body: anthropicCall.body,
 			fault: &mockllm.Fault{Status: 404, Times: 1,
 				Body: `{"type":"error","error":{"type":"not_found_error","message":"File not found: model claude-sonnet-4-5 not found"}}`}},
+		{name: "unknown path under messages", honest: anthropicCall, unserved: true,
+			method: http.MethodPost, path: "/v1/messages/anything", body: anthropicCall.body},
+		{name: "unknown gemini action", honest: geminiCall, unserved: true,
+			method: http.MethodPost, path: "/v1beta/models/gemini-2.5-pro:bogus", body: geminiCall.body},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -78,13 +84,17 @@ func TestHostile404sDoNotCool(t *testing.T) {
 			up.ClearFaults()
 			up.Reset()
 			first := c.labels[0]
+			want := map[string]int{first: 1}
+			if tc.unserved {
+				want = map[string]int{}
+			}
 			// Twice: had the first cooled the credential, the second would
 			// go to the other one.
 			for range 2 {
 				if tc.fault != nil {
 					up.SetFault(first, *tc.fault)
 				}
-				sendExpect(t, up, tc.method, tc.path, tc.headers, tc.body, http.StatusNotFound, map[string]int{first: 1})
+				sendExpect(t, up, tc.method, tc.path, tc.body, http.StatusNotFound, want)
 			}
 			up.ClearFaults()
 			expectServed(t, up, c, first, nil)
@@ -152,7 +162,7 @@ func TestHostileInputThatGeminiQuotesIsNotAnAuthFailure(t *testing.T) {
 	up.SetFault("gemini-1", mockllm.Fault{Status: 400, Times: 1,
 		Body: `{"error":{"code":400,"message":"Invalid JSON payload received. Unknown name \"API key not valid\" at 'contents[0]': Cannot find field.","status":"INVALID_ARGUMENT",` +
 			`"details":[{"@type":"type.googleapis.com/google.rpc.BadRequest","fieldViolations":[{"field":"contents[0]","description":"API_KEY_INVALID"}]}]}}`})
-	sendExpect(t, up, http.MethodPost, c.path, nil, `{"API key not valid":1,`+c.body[1:], http.StatusBadRequest, map[string]int{"gemini-1": 1})
+	sendExpect(t, up, http.MethodPost, c.path, `{"API key not valid":1,`+c.body[1:], http.StatusBadRequest, map[string]int{"gemini-1": 1})
 	expectServed(t, up, c, "gemini-1", nil)
 }
 
@@ -223,11 +233,11 @@ func TestUpstreamErrorBodiesAreBoundedAndRedacted(t *testing.T) {
 
 	up.Reset()
 	up.SetFault("claude-1", mockllm.Fault{Status: 400, Times: 1, Body: body("sk-ant-one")})
-	check(sendExpect(t, up, http.MethodPost, c.path, nil, c.body, http.StatusBadRequest, map[string]int{"claude-1": 1}))
+	check(sendExpect(t, up, http.MethodPost, c.path, c.body, http.StatusBadRequest, map[string]int{"claude-1": 1}))
 
 	up.SetFault("claude-1", mockllm.Fault{Status: 500, Times: 1, Body: body("sk-ant-one")})
 	up.SetFault("claude-2", mockllm.Fault{Status: 500, Times: 1, Body: body("sk-ant-two")})
-	check(sendExpect(t, up, http.MethodPost, c.path, nil, c.body, http.StatusInternalServerError, map[string]int{"claude-1": 1, "claude-2": 1}))
+	check(sendExpect(t, up, http.MethodPost, c.path, c.body, http.StatusInternalServerError, map[string]int{"claude-1": 1, "claude-2": 1}))
 }
 
 // TestOpenAIRequestTooLargeIsReturned: OpenAI answers a request larger
@@ -244,7 +254,7 @@ func TestOpenAIRequestTooLargeIsReturned(t *testing.T) {
 	for range 2 {
 		up.SetFault("openai-1", mockllm.Fault{Status: 429, Times: 1, Body: tooLarge,
 			Headers: map[string]string{"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "10m"}})
-		_, got := sendExpect(t, up, http.MethodPost, c.path, nil, c.body, http.StatusTooManyRequests, map[string]int{"openai-1": 1})
+		_, got := sendExpect(t, up, http.MethodPost, c.path, c.body, http.StatusTooManyRequests, map[string]int{"openai-1": 1})
 		if string(got) != tooLarge {
 			t.Fatalf("body changed: %s", got)
 		}
@@ -269,8 +279,8 @@ func TestRequestWithoutModelCoolsNothing(t *testing.T) {
 			up.ClearFaults()
 			up.Reset()
 			up.SetFault("openai-1", fault)
-			sendExpect(t, up, http.MethodGet, "/v1/models", nil, "", http.StatusOK, map[string]int{"openai-1": 1, "openai-2": 1})
-			sendExpect(t, up, http.MethodGet, "/v1/models", nil, "", http.StatusOK, map[string]int{"openai-1": 1})
+			sendExpect(t, up, http.MethodGet, "/v1/models", "", http.StatusOK, map[string]int{"openai-1": 1, "openai-2": 1})
+			sendExpect(t, up, http.MethodGet, "/v1/models", "", http.StatusOK, map[string]int{"openai-1": 1})
 			expectServed(t, up, c, "openai-1", nil)
 		})
 	}
