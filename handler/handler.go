@@ -28,6 +28,7 @@ import (
 	"github.com/caddy-llm-proxy/llmproxy/failure"
 	"github.com/caddy-llm-proxy/llmproxy/pool"
 	"github.com/caddy-llm-proxy/llmproxy/selector"
+	"github.com/caddy-llm-proxy/llmproxy/session"
 )
 
 // Transports gives the round tripper for a credential (its proxy_url, if any,
@@ -244,6 +245,10 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, req *parsed) resul
 			Fallback: req.ids.Fallback,
 			HashKey:  req.ids.Stable,
 			Model:    req.bind,
+		}
+		if p.Affinity != nil {
+			// One client's new bindings may not push out everybody else's.
+			sel.Client = session.ClientOf(r)
 		}
 		pinned := p.pinned(req, e, av)
 		for p.MaxAttempts <= 0 || res.attempts < p.MaxAttempts {
