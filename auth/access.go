@@ -62,7 +62,10 @@ func ClientKey(r *http.Request) string {
 // StripClientKey removes every place a client key can come from (see
 // ClientKey) from an outgoing upstream request: the Authorization,
 // x-api-key and x-goog-api-key headers of h, and the "key" and
-// "auth_token" parameters of u's query. Other parameters are kept as
+// "auth_token" parameters of u's query. It also removes the query
+// parameters by which a client could replace or redirect the pool's
+// credential upstream: Google's "access_token" (an OAuth token used in
+// place of the key) and "userProject" / "$userProject" (the project billed). Other parameters are kept as
 // written, in their order. h must be the outgoing request's own header
 // (a clone), not the client's.
 func StripClientKey(h http.Header, u *url.URL) {
@@ -88,8 +91,17 @@ func StripClientKey(h http.Header, u *url.URL) {
 	}
 }
 
+// credentialParams are query parameters that would override the pool's
+// credential or billing upstream; they are never forwarded.
+var credentialParams = []string{"access_token", "userProject", "$userProject"}
+
 func isClientKeyParam(name string) bool {
 	for _, p := range clientKeyParams {
+		if name == p {
+			return true
+		}
+	}
+	for _, p := range credentialParams {
 		if name == p {
 			return true
 		}

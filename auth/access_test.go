@@ -53,6 +53,8 @@ func TestStripClientKey(t *testing.T) {
 		{"a=1&key=k&b=%20y+z&auth_token=t&key=k2&c", "a=1&b=%20y+z&c"},
 		{"%6Bey=k&keys=1&monkey=2&x=key", "keys=1&monkey=2&x=key"},
 		{"alt=sse&auth_token", "alt=sse"},
+		// A client may not swap in its own Google token or billed project.
+		{"alt=sse&access_token=ya29.x&userProject=p&%24userProject=q&quotaUser=u", "alt=sse&quotaUser=u"},
 	} {
 		h := http.Header{}
 		h.Set("Authorization", "Bearer k")
