@@ -220,14 +220,16 @@ type Cooldown struct {
 	RateLimit caddy.Duration `json:"rate_limit,omitempty"`
 	// RateLimitMax caps the 429 backoff. Default: 30m.
 	RateLimitMax caddy.Duration `json:"rate_limit_max,omitempty"`
-	// AuthFailure is the rest after 401, 402 or 403, for all models.
-	// Default: 30m.
+	// AuthFailure is the rest after 401, 402 or 403 (and Gemini's 400 for
+	// an invalid or expired key), for all models. Default: 30m.
 	AuthFailure caddy.Duration `json:"auth_failure,omitempty"`
-	// ModelNotFound is the rest for a model the credential does not have
-	// (404). Default: 12h.
+	// ModelNotFound is the rest for a model the credential does not have:
+	// a 404 on a generation endpoint whose body says the requested model
+	// does not exist. Other 404s cool nothing. Default: 12h.
 	ModelNotFound caddy.Duration `json:"model_not_found,omitempty"`
-	// ServerError is the rest after 408, 5xx, 529, refused or timed-out
-	// connections. Default: 60s.
+	// ServerError is the rest after 408, 5xx, 529 and timeouts (for the
+	// requested model), and after refused connections, DNS, TLS or proxy
+	// failures (for every model). Default: 60s.
 	ServerError caddy.Duration `json:"server_error,omitempty"`
 }
 
