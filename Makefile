@@ -11,7 +11,7 @@ demo:
 test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
-	$(GO) test -run='^$$' -fuzz=FuzzRequestPath -fuzztime=20s ./handler/
+	$(GO) test -run='^$$' -fuzz=FuzzRequestPath -fuzztime=20s ./internal/handler/
 
 ## check: formatting and static analysis
 check:

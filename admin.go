@@ -16,9 +16,9 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
-	"github.com/caddy-llm-proxy/llmproxy/auth"
+	"github.com/caddy-llm-proxy/llmproxy/internal/auth"
 	"github.com/caddy-llm-proxy/llmproxy/internal/clock"
-	"github.com/caddy-llm-proxy/llmproxy/pool"
+	"github.com/caddy-llm-proxy/llmproxy/internal/pool"
 )
 
 func init() {

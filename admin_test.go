@@ -18,10 +18,10 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/caddy-llm-proxy/llmproxy/auth"
-	"github.com/caddy-llm-proxy/llmproxy/failure"
+	"github.com/caddy-llm-proxy/llmproxy/internal/auth"
+	"github.com/caddy-llm-proxy/llmproxy/internal/failure"
 	"github.com/caddy-llm-proxy/llmproxy/internal/clock"
-	"github.com/caddy-llm-proxy/llmproxy/pool"
+	"github.com/caddy-llm-proxy/llmproxy/internal/pool"
 )
 
 // adminFixture is a live handler of one pool with file storage in a temp

@@ -13,9 +13,9 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
 
-	"github.com/caddy-llm-proxy/llmproxy/auth"
-	"github.com/caddy-llm-proxy/llmproxy/handler"
-	"github.com/caddy-llm-proxy/llmproxy/selector"
+	"github.com/caddy-llm-proxy/llmproxy/internal/auth"
+	"github.com/caddy-llm-proxy/llmproxy/internal/handler"
+	"github.com/caddy-llm-proxy/llmproxy/internal/selector"
 )
 
 func init() {

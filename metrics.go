@@ -9,11 +9,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"github.com/caddy-llm-proxy/llmproxy/failure"
-	"github.com/caddy-llm-proxy/llmproxy/handler"
+	"github.com/caddy-llm-proxy/llmproxy/internal/failure"
+	"github.com/caddy-llm-proxy/llmproxy/internal/handler"
 	"github.com/caddy-llm-proxy/llmproxy/internal/clock"
-	"github.com/caddy-llm-proxy/llmproxy/pool"
-	"github.com/caddy-llm-proxy/llmproxy/selector"
+	"github.com/caddy-llm-proxy/llmproxy/internal/pool"
+	"github.com/caddy-llm-proxy/llmproxy/internal/selector"
 )
 
 // Metrics are exported in Caddy's metrics registry as caddy_llm_proxy_*:

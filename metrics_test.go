@@ -8,11 +8,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/caddy-llm-proxy/llmproxy/auth"
-	"github.com/caddy-llm-proxy/llmproxy/failure"
+	"github.com/caddy-llm-proxy/llmproxy/internal/auth"
+	"github.com/caddy-llm-proxy/llmproxy/internal/failure"
 	"github.com/caddy-llm-proxy/llmproxy/internal/clock"
-	"github.com/caddy-llm-proxy/llmproxy/pool"
-	"github.com/caddy-llm-proxy/llmproxy/selector"
+	"github.com/caddy-llm-proxy/llmproxy/internal/pool"
+	"github.com/caddy-llm-proxy/llmproxy/internal/selector"
 )
 
 // metricValue is the value of the sample of family name with exactly the

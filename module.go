@@ -24,12 +24,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"github.com/caddy-llm-proxy/llmproxy/auth"
-	"github.com/caddy-llm-proxy/llmproxy/failure"
-	"github.com/caddy-llm-proxy/llmproxy/handler"
+	"github.com/caddy-llm-proxy/llmproxy/access"
+	"github.com/caddy-llm-proxy/llmproxy/internal/auth"
 	"github.com/caddy-llm-proxy/llmproxy/internal/clock"
-	"github.com/caddy-llm-proxy/llmproxy/pool"
-	"github.com/caddy-llm-proxy/llmproxy/selector"
+	"github.com/caddy-llm-proxy/llmproxy/internal/failure"
+	"github.com/caddy-llm-proxy/llmproxy/internal/handler"
+	"github.com/caddy-llm-proxy/llmproxy/internal/pool"
+	"github.com/caddy-llm-proxy/llmproxy/internal/selector"
 )
 
 func init() {
@@ -325,7 +326,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-func (h *Handler) newProxy(strategy selector.Strategy, affinity *selector.Affinity, access []auth.AccessProvider) *handler.Proxy {
+func (h *Handler) newProxy(strategy selector.Strategy, affinity *selector.Affinity, access []access.AccessProvider) *handler.Proxy {
 	maxBody := h.MaxRequestBody
 	if maxBody <= 0 {
 		maxBody = DefaultMaxRequestBody
@@ -413,13 +414,13 @@ func (h *Handler) inlineAuths(repl *caddy.Replacer) ([]*auth.Auth, error) {
 
 // provisionAccess loads the access providers; the legacy api_keys list
 // becomes a config_api_key provider in front of the others.
-func (h *Handler) provisionAccess(ctx caddy.Context, repl *caddy.Replacer) ([]auth.AccessProvider, error) {
+func (h *Handler) provisionAccess(ctx caddy.Context, repl *caddy.Replacer) ([]access.AccessProvider, error) {
 	if h.Access == nil {
 		return nil, nil
 	}
-	var out []auth.AccessProvider
+	var out []access.AccessProvider
 	if len(h.Access.APIKeys) > 0 {
-		legacy := &auth.ConfigAPIKey{Keys: h.Access.APIKeys}
+		legacy := &access.ConfigAPIKey{Keys: h.Access.APIKeys}
 		if err := legacy.Provision(ctx); err != nil {
 			return nil, fmt.Errorf("access api_keys: %v", err)
 		}
@@ -431,7 +432,7 @@ func (h *Handler) provisionAccess(ctx caddy.Context, repl *caddy.Replacer) ([]au
 			return nil, fmt.Errorf("loading access providers: %v", err)
 		}
 		for _, m := range mods.([]any) {
-			ap, ok := m.(auth.AccessProvider)
+			ap, ok := m.(access.AccessProvider)
 			if !ok {
 				return nil, fmt.Errorf("access provider %T does not check keys", m)
 			}

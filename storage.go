@@ -10,7 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/caddy-llm-proxy/llmproxy/auth"
+	"github.com/caddy-llm-proxy/llmproxy/internal/auth"
 )
 
 // storageTimeout bounds one listing of storage, so a slow storage backend

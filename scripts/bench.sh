@@ -3,7 +3,7 @@
 # (or scripts/bench.sh). Builds into bench/.work/ (ignored), writes
 # bench/results/latest.txt and bench/results/*.json.
 #
-#  1. Go micro-benchmarks of session/ and selector/ (extraction speed,
+#  1. Go micro-benchmarks of internal/session/ and internal/selector/ (extraction speed,
 #     selection at 10,000 credentials, memory of 1,000,000 bindings).
 #  2. Overhead: the mock upstream, one Caddy with llm_proxy (1 credential;
 #     3 credentials with session affinity) and one Caddy with plain
@@ -77,8 +77,8 @@ go build -o "$WORK/llmload" ./bench/cmd/llmload
 LOAD=$WORK/llmload
 
 if [ "$MICRO" = 1 ]; then
-	step "Go micro-benchmarks (session/, selector/; -benchtime $BENCHTIME)"
-	go test -run '^$' -bench . -benchmem -benchtime "$BENCHTIME" -count 1 ./session/ ./selector/ | tee "$WORK/micro.txt"
+	step "Go micro-benchmarks (internal/session/, internal/selector/; -benchtime $BENCHTIME)"
+	go test -run '^$' -bench . -benchmem -benchtime "$BENCHTIME" -count 1 ./internal/session/ ./internal/selector/ | tee "$WORK/micro.txt"
 	grep -E '^(Benchmark|ok|PASS|FAIL)' "$WORK/micro.txt" >"$RESULTS/micro.txt"
 fi
 

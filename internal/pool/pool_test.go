@@ -4,9 +4,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddy-llm-proxy/llmproxy/apifamily"
-	"github.com/caddy-llm-proxy/llmproxy/auth"
-	"github.com/caddy-llm-proxy/llmproxy/failure"
+	"github.com/caddy-llm-proxy/llmproxy/internal/apifamily"
+	"github.com/caddy-llm-proxy/llmproxy/internal/auth"
+	"github.com/caddy-llm-proxy/llmproxy/internal/failure"
 )
 
 func rec(id, provider string, opts ...func(*auth.Auth)) *auth.Auth {

@@ -5,7 +5,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/caddy-llm-proxy/llmproxy/failure"
+	"github.com/caddy-llm-proxy/llmproxy/internal/failure"
 )
 
 func ExampleClassify() {

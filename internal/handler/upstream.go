@@ -11,7 +11,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/caddy-llm-proxy/llmproxy/auth"
+	"github.com/caddy-llm-proxy/llmproxy/internal/auth"
 )
 
 // hopHeaders are the hop-by-hop headers of RFC 7230 section 6.1, which are

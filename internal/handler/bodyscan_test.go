@@ -13,10 +13,10 @@ import (
 	"testing/iotest"
 	"time"
 
-	"github.com/caddy-llm-proxy/llmproxy/failure"
+	"github.com/caddy-llm-proxy/llmproxy/internal/failure"
 	"github.com/caddy-llm-proxy/llmproxy/internal/mockllm"
-	"github.com/caddy-llm-proxy/llmproxy/pool"
-	"github.com/caddy-llm-proxy/llmproxy/selector"
+	"github.com/caddy-llm-proxy/llmproxy/internal/pool"
+	"github.com/caddy-llm-proxy/llmproxy/internal/selector"
 )
 
 // usageRecorder is an Observer that keeps the Usage calls.

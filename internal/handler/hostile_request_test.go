@@ -11,8 +11,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/caddy-llm-proxy/llmproxy/apifamily"
-	"github.com/caddy-llm-proxy/llmproxy/auth"
+	"github.com/caddy-llm-proxy/llmproxy/internal/apifamily"
+	"github.com/caddy-llm-proxy/llmproxy/internal/auth"
 )
 
 // trickle sends one byte of a body, then blocks until released.

@@ -1,4 +1,4 @@
-package auth
+package access
 
 import (
 	"crypto/sha256"
@@ -195,3 +195,8 @@ var (
 	_ caddy.Provisioner     = (*ConfigAPIKey)(nil)
 	_ caddyfile.Unmarshaler = (*ConfigAPIKey)(nil)
 )
+
+// hasControl reports whether s holds an ASCII control character.
+func hasControl(s string) bool {
+	return strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f })
+}

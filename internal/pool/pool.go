@@ -12,11 +12,11 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
-	"github.com/caddy-llm-proxy/llmproxy/apifamily"
-	"github.com/caddy-llm-proxy/llmproxy/auth"
+	"github.com/caddy-llm-proxy/llmproxy/internal/apifamily"
+	"github.com/caddy-llm-proxy/llmproxy/internal/auth"
 	"github.com/caddy-llm-proxy/llmproxy/internal/clock"
-	"github.com/caddy-llm-proxy/llmproxy/selector"
-	"github.com/caddy-llm-proxy/llmproxy/session"
+	"github.com/caddy-llm-proxy/llmproxy/internal/selector"
+	"github.com/caddy-llm-proxy/llmproxy/internal/session"
 )
 
 // maxSets bounds the eligible sets (and strategy cursors) kept per pool;

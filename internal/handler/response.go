@@ -9,7 +9,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/caddy-llm-proxy/llmproxy/auth"
+	"github.com/caddy-llm-proxy/llmproxy/internal/auth"
 )
 
 // errorBodyLimit bounds an upstream error body: it is read whole, up to

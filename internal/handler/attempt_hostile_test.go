@@ -11,10 +11,10 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/caddy-llm-proxy/llmproxy/auth"
-	"github.com/caddy-llm-proxy/llmproxy/failure"
-	"github.com/caddy-llm-proxy/llmproxy/pool"
-	"github.com/caddy-llm-proxy/llmproxy/selector"
+	"github.com/caddy-llm-proxy/llmproxy/internal/auth"
+	"github.com/caddy-llm-proxy/llmproxy/internal/failure"
+	"github.com/caddy-llm-proxy/llmproxy/internal/pool"
+	"github.com/caddy-llm-proxy/llmproxy/internal/selector"
 )
 
 // oneTransport serves every credential through the same round tripper.

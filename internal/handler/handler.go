@@ -23,12 +23,13 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/caddy-llm-proxy/llmproxy/apifamily"
-	"github.com/caddy-llm-proxy/llmproxy/auth"
-	"github.com/caddy-llm-proxy/llmproxy/failure"
-	"github.com/caddy-llm-proxy/llmproxy/pool"
-	"github.com/caddy-llm-proxy/llmproxy/selector"
-	"github.com/caddy-llm-proxy/llmproxy/session"
+	"github.com/caddy-llm-proxy/llmproxy/access"
+	"github.com/caddy-llm-proxy/llmproxy/internal/apifamily"
+	"github.com/caddy-llm-proxy/llmproxy/internal/auth"
+	"github.com/caddy-llm-proxy/llmproxy/internal/failure"
+	"github.com/caddy-llm-proxy/llmproxy/internal/pool"
+	"github.com/caddy-llm-proxy/llmproxy/internal/selector"
+	"github.com/caddy-llm-proxy/llmproxy/internal/session"
 )
 
 // Transports gives the round tripper for a credential (its proxy_url, if any,
@@ -58,8 +59,8 @@ type Proxy struct {
 	MaxAttempts     int // 0: every eligible credential
 	WaitForCooldown time.Duration
 	MaxBody         int64
-	Access          []auth.AccessProvider // empty: no client-key check
-	ForwardHeaders  *HeaderAllowlist      // client headers sent upstream; nil: DefaultForwardHeaders
+	Access          []access.AccessProvider // empty: no client-key check
+	ForwardHeaders  *HeaderAllowlist        // client headers sent upstream; nil: DefaultForwardHeaders
 	Transports      Transports
 	Logger          *zap.Logger
 	Observer        Observer
