@@ -24,4 +24,3 @@ var (
 	// a key it does not know.
 	ErrBadKey = errors.New("unknown client key")
 )
-
