@@ -37,13 +37,19 @@ const (
 	// DecisionNone: affinity is off or the request has no session ID; the
 	// strategy picked and nothing was bound.
 	DecisionNone Decision = "none"
+	// DecisionPin: the request refers to a stored resource and went to the
+	// credential that created it (see [State.Pin]); no binding changed.
+	DecisionPin Decision = "pin"
 )
 
-// Affinity wraps a Strategy with session bindings: a session keeps the
-// credential it is bound to for as long as that credential is in the Set
-// and available, even if a higher-priority tier has recovered or its weight
+// Affinity wraps a Strategy with what ties a request to one credential. A
+// request that refers to a stored resource goes to the credential that
+// created it (its pin, kept in the State). A session keeps the credential
+// it is bound to for as long as that credential is in the Set and
+// available, even if a higher-priority tier has recovered or its weight
 // has dropped to 0, so the provider's prompt cache keeps hitting. Only
-// sessions without a usable binding go to the Strategy.
+// requests with neither go to the Strategy. Without Bindings only pins
+// apply.
 //
 // Affinity is safe for concurrent use when its Bindings are. Two concurrent
 // first requests of one session may both miss; the later Bind wins.
@@ -57,6 +63,8 @@ type Affinity struct {
 // Pick returns the index in req.Set of the candidate to use and how it was
 // chosen:
 //
+//   - the credential pinned to req.Pin, when it is in the Set and
+//     available, is DecisionPin (no binding changes);
 //   - without req.Session (or without Bindings) the Strategy picks and the
 //     decision is DecisionNone;
 //   - a binding whose credential is in the Set and available is a hit;
@@ -70,6 +78,9 @@ type Affinity struct {
 // have made (DecisionNone, DecisionMiss or DecisionRebind) and changes no
 // binding. A hit does not allocate beyond what Bindings.Get does.
 func (a *Affinity) Pick(st *State, req *Request) (idx int, d Decision) {
+	if i, ok := pinnedCandidate(st, req); ok {
+		return i, DecisionPin
+	}
 	if req.Session == "" || a.Bindings == nil {
 		return a.Strategy.Pick(st, req), DecisionNone
 	}

@@ -5,10 +5,13 @@
 // concurrent requests. A [Strategy] (round robin, fill first, smooth weighted
 // round robin or weighted rendezvous hashing) picks among the available
 // candidates of the highest priority tier that has any. [Affinity] wraps a
-// Strategy with session bindings so that a conversation keeps using one
-// credential for as long as it stays available, which keeps the provider's
-// prompt cache warm. [State] holds what the strategies remember between
-// requests and across config reloads for one pool.
+// Strategy with what ties a request to one credential: a request that
+// refers to a stored resource (an OpenAI response, an Anthropic message
+// batch) goes to the credential that created it, and a conversation keeps
+// using one credential for as long as it stays available, which keeps the
+// provider's prompt cache warm. [State] holds what the selector remembers
+// between requests and across config reloads for one pool: the
+// strategies' cursors and weights, and the resource pins.
 //
 // Costs per pick, n being the size of the chosen tier:
 //

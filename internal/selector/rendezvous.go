@@ -1,6 +1,10 @@
 package selector
 
-import "math"
+import (
+	"math"
+
+	"github.com/caddy-llm-proxy/llmproxy/internal/stablehash"
+)
 
 // Rendezvous is the rendezvous strategy: weighted highest-random-weight
 // hashing of the request's HashKey (the session ID). Each usable candidate i
@@ -32,7 +36,7 @@ func (Rendezvous) Pick(st *State, req *Request) int {
 	if s == nil {
 		return -1
 	}
-	key := fnv1a(req.HashKey)
+	key := stablehash.String(req.HashKey)
 	for _, t := range s.tiers {
 		if t.positive == 0 {
 			continue
@@ -53,7 +57,7 @@ func (Rendezvous) Pick(st *State, req *Request) int {
 // rendezvousHash returns the 52-bit hash of key and candidate i; u_i is
 // (h + 0.5) / 2^52, which is exact in a float64 and lies strictly in (0, 1).
 func (s *Set) rendezvousHash(key uint64, i int) uint64 {
-	return mix64(key^s.idHash[i]) >> 12
+	return stablehash.Mix(key^s.idHash[i]) >> 12
 }
 
 // rendezvousUniform picks in a tier whose positive weights are equal: the

@@ -4,25 +4,9 @@ import (
 	"fmt"
 	"math"
 	"testing"
-)
 
-func TestHashesAreFixed(t *testing.T) {
-	// Published FNV-1a 64 test vectors: the hash must never change, or
-	// instances running different builds would disagree.
-	for in, want := range map[string]uint64{
-		"":       0xcbf29ce484222325,
-		"a":      0xaf63dc4c8601ec8c,
-		"foobar": 0x85944171f73967e8,
-	} {
-		if got := fnv1a(in); got != want {
-			t.Errorf("fnv1a(%q) = %#x, want %#x", in, got, want)
-		}
-	}
-	// SplitMix64's first output for seed 0 is mix64(0x9e3779b97f4a7c15).
-	if got := mix64(0x9e3779b97f4a7c15); got != 0xe220a8397b1dcdaf {
-		t.Errorf("mix64 = %#x, want 0xe220a8397b1dcdaf", got)
-	}
-}
+	"github.com/caddy-llm-proxy/llmproxy/internal/stablehash"
+)
 
 // sessionKeys holds the hash keys "session-<k>" the rendezvous tests use.
 var sessionKeys = func() []string {
@@ -179,7 +163,7 @@ func TestRendezvousWeights(t *testing.T) {
 func TestRendezvousUniformMatchesWeighted(t *testing.T) {
 	s := NewSet("k", numbered(50))
 	for k := range 5000 {
-		key := fnv1a(fmt.Sprintf("session-%d", k))
+		key := stablehash.String(fmt.Sprintf("session-%d", k))
 		req := &Request{Set: s}
 		if u, w := s.rendezvousUniform(req, s.tiers[0], key), s.rendezvousWeighted(req, s.tiers[0], key); u != w {
 			t.Fatalf("key %d: uniform path %d, weighted path %d", k, u, w)
@@ -235,7 +219,7 @@ func TestRendezvousMatchesReference(t *testing.T) {
 		}
 		req := &Request{Set: s, Avail: avail}
 		for k := range 2000 {
-			key := fnv1a(fmt.Sprintf("session-%d", k))
+			key := stablehash.String(fmt.Sprintf("session-%d", k))
 			want, wantScore := -1, 0.0
 			for i := range s.Len() {
 				if s.At(i).Weight == 0 || !avail[i] {

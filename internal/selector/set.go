@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"slices"
 	"strings"
+
+	"github.com/caddy-llm-proxy/llmproxy/internal/stablehash"
 )
 
 // MaxWeight is the largest candidate weight. [NewSet] clamps weights to
@@ -73,7 +75,7 @@ func NewSet(key string, cands []Candidate) *Set {
 	tierWeight := 0 // the first positive weight seen in the current tier
 	for i, c := range s.cands {
 		s.index[c.ID] = i
-		s.idHash[i] = mix64(fnv1a(c.ID))
+		s.idHash[i] = stablehash.Mix(stablehash.String(c.ID))
 		if i == 0 || c.Priority != s.cands[i-1].Priority {
 			s.tiers = append(s.tiers, tier{start: i, uniform: true})
 			tierWeight = 0

@@ -3,13 +3,16 @@ package selector
 import (
 	"sync"
 	"sync/atomic"
+
+	"github.com/caddy-llm-proxy/llmproxy/internal/session"
 )
 
-// State holds what strategies remember across requests and config reloads
-// for one pool: a round-robin cursor per Set key and smooth weighted
-// round-robin current weights per Set key, carried over by candidate ID when
-// a Set is rebuilt. Fill first and rendezvous keep nothing. Keep one State
-// per pool for as long as the pool lives, across reloads.
+// State holds what the selector remembers across requests and config
+// reloads for one pool: a round-robin cursor per Set key, smooth weighted
+// round-robin current weights per Set key (carried over by candidate ID
+// when a Set is rebuilt), and the resource pins (see [State.Pin]). Fill
+// first and rendezvous keep nothing. Keep one State per pool for as long as
+// the pool lives, across reloads.
 //
 // Set keys usually name a model, and model names come from clients, so a
 // State remembers at most [MaxStateKeys] Set keys per strategy; past that,
@@ -18,9 +21,10 @@ import (
 //
 // A State is safe for concurrent use. The zero value is ready to use.
 type State struct {
-	mu  sync.RWMutex
-	rr  map[string]*atomic.Uint64
-	wrr map[string]*wrrState
+	mu   sync.RWMutex
+	rr   map[string]*atomic.Uint64
+	wrr  map[string]*wrrState
+	pins *session.Cache // nil until the first pin
 }
 
 // MaxStateKeys is the number of Set keys a [State] remembers per strategy.
@@ -51,45 +55,36 @@ func (st *State) Forget(keep func(setKey string) bool) {
 // cursor returns the round-robin cursor of the Set key, creating it on
 // first use. Once created, looking it up does not allocate.
 func (st *State) cursor(key string) *atomic.Uint64 {
-	st.mu.RLock()
-	c := st.rr[key]
-	st.mu.RUnlock()
-	if c != nil {
-		return c
-	}
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if c = st.rr[key]; c == nil {
-		if st.rr == nil {
-			st.rr = make(map[string]*atomic.Uint64)
-		}
-		makeRoom(st.rr)
-		c = new(atomic.Uint64)
-		st.rr[key] = c
-	}
-	return c
+	return lookup(st, &st.rr, key)
 }
 
 // weights returns the smooth weighted round-robin state of the Set key,
 // creating it on first use.
 func (st *State) weights(key string) *wrrState {
+	return lookup(st, &st.wrr, key)
+}
+
+// lookup returns the value of key in *m, one of st's per-Set-key maps,
+// creating the map and a zero value on first use. Once created, looking a
+// value up does not allocate.
+func lookup[V any](st *State, m *map[string]*V, key string) *V {
 	st.mu.RLock()
-	w := st.wrr[key]
+	v := (*m)[key]
 	st.mu.RUnlock()
-	if w != nil {
-		return w
+	if v != nil {
+		return v
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if w = st.wrr[key]; w == nil {
-		if st.wrr == nil {
-			st.wrr = make(map[string]*wrrState)
+	if v = (*m)[key]; v == nil {
+		if *m == nil {
+			*m = make(map[string]*V)
 		}
-		makeRoom(st.wrr)
-		w = new(wrrState)
-		st.wrr[key] = w
+		makeRoom(*m)
+		v = new(V)
+		(*m)[key] = v
 	}
-	return w
+	return v
 }
 
 // makeRoom forgets an arbitrary key of m when m holds MaxStateKeys keys.

@@ -53,6 +53,11 @@ type Request struct {
 	// the client's address when there is none), so that the bindings it
 	// makes count against its own share of the cache; "" for none.
 	Client string
+	// Pin names the stored resource the request refers to (an OpenAI
+	// response, an Anthropic message batch); "" for none. The credential
+	// that created it (see [State.Pin]) goes first, with or without
+	// session affinity.
+	Pin string
 }
 
 // available reports whether candidate i may be used by this request,

@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/caddy-llm-proxy/llmproxy/internal/stablehash"
 )
 
 // Defaults of Options.
@@ -173,18 +175,7 @@ func (c *Cache) hashes(session, model string) (sessionHash, key uint64) {
 	modelHash := maphash.String(c.seed, model)
 	// For a fixed model, the map from sessionHash to key is a bijection, so
 	// distinct session hashes never collide on one model.
-	return sessionHash, mix64(sessionHash + modelHash*0x9e3779b97f4a7c15)
-}
-
-// mix64 is a 64-bit finaliser with full avalanche (every input bit affects
-// every output bit).
-func mix64(x uint64) uint64 {
-	x ^= x >> 33
-	x *= 0xff51afd7ed558ccd
-	x ^= x >> 33
-	x *= 0xc4ceb9fe1a85ec53
-	x ^= x >> 33
-	return x
+	return sessionHash, stablehash.Mix(sessionHash + modelHash*0x9e3779b97f4a7c15)
 }
 
 func (c *Cache) shardOf(sessionHash uint64) *shard {

@@ -1,5 +1,7 @@
 package session
 
+import "github.com/caddy-llm-proxy/llmproxy/internal/stablehash"
+
 // Message hash (signal 7): a 64-bit FNV-1a hash, stable across processes,
 // machines and Go versions, of
 //
@@ -17,32 +19,14 @@ package session
 // message are ignored, so an opening greeting does not change the hash
 // between turns.
 
-const (
-	fnvOffset = 14695981039346656037
-	fnvPrime  = 1099511628211
-)
-
-// hasher is an FNV-1a 64 state.
-type hasher uint64
-
-func (h *hasher) write(b []byte) {
-	x := uint64(*h)
-	for _, c := range b {
-		x ^= uint64(c)
-		x *= fnvPrime
-	}
-	*h = hasher(x)
-}
-
-func (h *hasher) writeByte(c byte) {
-	*h = hasher((uint64(*h) ^ uint64(c)) * fnvPrime)
-}
+// hasher is the FNV-1a state of the message hash.
+type hasher struct{ stablehash.FNV }
 
 // piece writes one tagged text piece.
 func (h *hasher) piece(tag byte, text []byte) {
-	h.writeByte(tag)
-	h.write(text)
-	h.writeByte(0xff)
+	h.AddByte(tag)
+	h.Add(text)
+	h.AddByte(0xff)
 }
 
 // role classes of a message.
@@ -128,7 +112,7 @@ func textPieces(h *hasher, tag byte, content []byte) {
 
 // messageHash computes signal 7 from the captured body fields.
 func messageHash(f *bodyFields) IDs {
-	var h hasher = fnvOffset
+	h := hasher{stablehash.Offset}
 	textPieces(&h, 's', f.system)
 	textPieces(&h, 's', f.systemInstruction)
 	textPieces(&h, 's', f.instructions)
@@ -215,7 +199,7 @@ func hashID(h hasher) string {
 	const digits = "0123456789abcdef"
 	var b [len(prefixMessageHash) + 16]byte
 	n := copy(b[:], prefixMessageHash)
-	x := uint64(h)
+	x := uint64(h.FNV)
 	for i := len(b) - 1; i >= n; i-- {
 		b[i] = digits[x&0xf]
 		x >>= 4
