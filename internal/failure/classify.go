@@ -32,19 +32,9 @@ const (
 )
 
 // String returns the lower-case name of a, such as "failover".
-func (a Action) String() string {
-	switch a {
-	case Success:
-		return "success"
-	case Return:
-		return "return"
-	case Failover:
-		return "failover"
-	case Stop:
-		return "stop"
-	}
-	return "action(" + strconv.Itoa(int(a)) + ")"
-}
+func (a Action) String() string { return enumName(actionNames[:], "action", int(a)) }
+
+var actionNames = [...]string{Success: "success", Return: "return", Failover: "failover", Stop: "stop"}
 
 // Scope says what a Failover cools.
 type Scope int
@@ -72,18 +62,16 @@ const (
 )
 
 // String returns "model", "all", "endpoint" or "none".
-func (s Scope) String() string {
-	switch s {
-	case ScopeModel:
-		return "model"
-	case ScopeAll:
-		return "all"
-	case ScopeEndpoint:
-		return "endpoint"
-	case ScopeNone:
-		return "none"
+func (s Scope) String() string { return enumName(scopeNames[:], "scope", int(s)) }
+
+var scopeNames = [...]string{ScopeModel: "model", ScopeAll: "all", ScopeEndpoint: "endpoint", ScopeNone: "none"}
+
+// enumName is names[i], or kind(i) for a value without a name.
+func enumName(names []string, kind string, i int) string {
+	if i >= 0 && i < len(names) {
+		return names[i]
 	}
-	return "scope(" + strconv.Itoa(int(s)) + ")"
+	return kind + "(" + strconv.Itoa(i) + ")"
 }
 
 // Reasons reported in Verdict.Reason. They are stable, machine-readable
@@ -111,8 +99,9 @@ type Verdict struct {
 	// constants.
 	Reason string
 	// Until is the absolute end of the cooldown when Action is Failover. It
-	// is zero for a 429 without a reset hint (the caller then applies the
-	// backoff ladder through Policy.Backoff) and when Scope is ScopeNone.
+	// is zero for a 429 without a reset hint (whose deadline depends on the
+	// credential's streak of such 429s: see [Policy.Cooldown]) and when
+	// Scope is ScopeNone.
 	Until time.Time
 	// Hinted reports that Until came from a provider reset hint.
 	Hinted bool

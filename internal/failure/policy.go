@@ -67,8 +67,9 @@ func (p Policy) WithDefaults() Policy {
 }
 
 // Validate reports configuration mistakes in p: negative durations, and a
-// RateLimitMax set below an explicitly set RateLimit. Zero durations are
-// valid and mean "use the default".
+// RateLimitMax set below RateLimit (the default 1s when RateLimit is not
+// set), which would otherwise be silently raised. Zero durations are valid
+// and mean "use the default".
 func (p Policy) Validate() error {
 	fields := []struct {
 		name string
@@ -86,9 +87,13 @@ func (p Policy) Validate() error {
 			errs = append(errs, errors.New("cooldown "+f.name+" must not be negative, got "+f.d.String()))
 		}
 	}
-	if p.RateLimit > 0 && p.RateLimitMax > 0 && p.RateLimitMax < p.RateLimit {
+	if rl := p.WithDefaults().RateLimit; p.RateLimitMax > 0 && p.RateLimitMax < rl {
+		what := rl.String()
+		if p.RateLimit <= 0 {
+			what += ", the default"
+		}
 		errs = append(errs, errors.New("cooldown rate_limit_max ("+p.RateLimitMax.String()+
-			") must not be below rate_limit ("+p.RateLimit.String()+")"))
+			") must not be below rate_limit ("+what+")"))
 	}
 	return errors.Join(errs...)
 }
@@ -109,4 +114,32 @@ func (p Policy) Backoff(n int) time.Duration {
 		d *= 2
 	}
 	return min(d, p.RateLimitMax)
+}
+
+// Cooldown is the arithmetic of one Failover verdict: it returns the
+// deadline the verdict sets on the cooldown its scope names (the
+// credential's, or the model's on it) and that cooldown's 429 streak
+// afterwards, given the streak before (consecutive 429s without a reset
+// hint, which RecordSuccess-style callers reset to 0):
+//
+//   - ScopeNone: nothing is cooled; the zero time, streak unchanged.
+//   - a verdict with a deadline (Until, from a reset hint or now plus the
+//     policy's duration for its reason): that deadline, streak unchanged.
+//   - ScopeAll without a deadline: now + ServerError.
+//   - otherwise (a 429 without a reset hint): the next step of the
+//     backoff ladder, now + Backoff(streak+1), and streak+1.
+//
+// Deadlines only ever move later: the caller keeps the later of this one
+// and the one it holds. Zero fields of p take their defaults.
+func (p Policy) Cooldown(v Verdict, streak int, now time.Time) (until time.Time, next int) {
+	switch {
+	case v.Scope == ScopeNone:
+		return time.Time{}, streak
+	case !v.Until.IsZero():
+		return v.Until, streak
+	case v.Scope == ScopeAll:
+		return now.Add(p.WithDefaults().ServerError), streak
+	}
+	streak = max(streak, 0) + 1
+	return now.Add(p.Backoff(streak)), streak
 }

@@ -54,6 +54,11 @@ func TestValidate(t *testing.T) {
 		{"negative server_error", Policy{ServerError: -time.Second}, []string{"server_error must not be negative"}},
 		{"two negatives", Policy{AuthFailure: -1, ModelNotFound: -1}, []string{"auth_failure", "model_not_found"}},
 		{"max below rate limit", Policy{RateLimit: time.Minute, RateLimitMax: time.Second}, []string{"rate_limit_max (1s) must not be below rate_limit (1m0s)"}},
+		{"max below the default rate limit", Policy{RateLimitMax: 500 * time.Millisecond}, []string{"rate_limit_max (500ms) must not be below rate_limit (1s, the default)"}},
+		{"rate limit above the default max", Policy{RateLimit: time.Hour}, nil},
+		{"negative max", Policy{RateLimitMax: -time.Minute}, []string{"rate_limit_max must not be negative, got -1m0s"}},
+		{"every field negative", Policy{RateLimit: -1, RateLimitMax: -1, AuthFailure: -1, ModelNotFound: -1, ServerError: -1},
+			[]string{"rate_limit must", "rate_limit_max must", "auth_failure must", "model_not_found must", "server_error must"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -130,5 +135,48 @@ func TestBackoffMonotonic(t *testing.T) {
 	}
 	if prev != p.RateLimitMax {
 		t.Fatalf("ladder ends at %v, want cap %v", prev, p.RateLimitMax)
+	}
+}
+
+func TestCooldown(t *testing.T) {
+	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	hint := now.Add(42 * time.Second)
+	p := Policy{RateLimit: 2 * time.Second, RateLimitMax: 10 * time.Second, ServerError: time.Minute}
+	tests := []struct {
+		name       string
+		v          Verdict
+		streak     int
+		want       time.Duration // from now; -1 for the zero time
+		wantStreak int
+	}{
+		{"none cools nothing", Verdict{Action: Failover, Scope: ScopeNone, Reason: ReasonRateLimited}, 3, -1, 3},
+		{"deadline kept", Verdict{Action: Failover, Scope: ScopeModel, Until: hint}, 2, 42 * time.Second, 2},
+		{"hinted 429 keeps the streak", Verdict{Action: Failover, Scope: ScopeModel, Reason: ReasonRateLimited, Until: hint, Hinted: true}, 4, 42 * time.Second, 4},
+		{"endpoint deadline", Verdict{Action: Failover, Scope: ScopeEndpoint, Until: hint}, 0, 42 * time.Second, 0},
+		{"all without deadline", Verdict{Action: Failover, Scope: ScopeAll}, 0, time.Minute, 0},
+		{"first unhinted 429", Verdict{Action: Failover, Scope: ScopeModel, Reason: ReasonRateLimited}, 0, 2 * time.Second, 1},
+		{"second unhinted 429", Verdict{Action: Failover, Scope: ScopeModel, Reason: ReasonRateLimited}, 1, 4 * time.Second, 2},
+		{"ladder capped", Verdict{Action: Failover, Scope: ScopeModel, Reason: ReasonRateLimited}, 10, 10 * time.Second, 11},
+		{"endpoint 429 climbs too", Verdict{Action: Failover, Scope: ScopeEndpoint, Reason: ReasonRateLimited}, 2, 8 * time.Second, 3},
+		{"negative streak starts over", Verdict{Action: Failover, Scope: ScopeModel}, -5, 2 * time.Second, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			until, streak := p.Cooldown(tt.v, tt.streak, now)
+			want := time.Time{}
+			if tt.want >= 0 {
+				want = now.Add(tt.want)
+			}
+			if !until.Equal(want) || streak != tt.wantStreak {
+				t.Fatalf("Cooldown = %v, %d; want %v, %d", until, streak, want, tt.wantStreak)
+			}
+		})
+	}
+	// Zero fields take their defaults.
+	if until, _ := (Policy{}).Cooldown(Verdict{Scope: ScopeAll}, 0, now); !until.Equal(now.Add(DefaultServerError)) {
+		t.Fatalf("default server_error: %v", until)
+	}
+	if until, _ := (Policy{}).Cooldown(Verdict{Scope: ScopeModel}, 1000, now); !until.Equal(now.Add(DefaultRateLimitMax)) {
+		t.Fatalf("a long streak: %v, want the default cap", until)
 	}
 }

@@ -31,10 +31,11 @@ type Credential struct {
 	failures  atomic.Uint64
 }
 
+// modelCool is the cooldown of one model (or model on one endpoint).
 type modelCool struct {
 	until  time.Time
 	reason string
-	streak int // consecutive 429s without a hint
+	streak int // consecutive 429s without a hint; see failure.Policy.Cooldown
 }
 
 // target is a record with its base URL parsed once.
@@ -130,46 +131,57 @@ func (c *Credential) Counts() (successes, failures uint64) {
 	return c.successes.Load(), c.failures.Load()
 }
 
-// RecordFailure applies a failover verdict: it cools the credential for the
-// verdict's scope until the verdict's deadline or, for a 429 without a reset
-// hint, for the next step of the backoff ladder. It returns the deadline set.
-func (c *Credential) RecordFailure(model string, v failure.Verdict, p failure.Policy, now time.Time) time.Time {
+// RecordFailure counts a failed attempt and stores the cooldown of its
+// failover verdict under key: the credential's own cooldown for
+// failure.ScopeAll, otherwise the entry of key (a model, or a model on one
+// endpoint). failure.ScopeNone cools nothing. The deadline and the 429
+// streak come from p.Cooldown; a deadline only ever moves later. It
+// returns the deadline the verdict set (zero for ScopeNone).
+func (c *Credential) RecordFailure(key string, v failure.Verdict, p failure.Policy, now time.Time) time.Time {
 	c.failures.Add(1)
+	if v.Scope == failure.ScopeNone {
+		return time.Time{}
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	until := v.Until
+	var until time.Time
 	if v.Scope == failure.ScopeAll {
-		if until.IsZero() {
-			until = now.Add(p.ServerError)
-		}
-		if until.After(c.all) {
-			c.all = until
-		}
+		until, _ = p.Cooldown(v, 0, now)
+		c.all = later(c.all, until)
 	} else {
-		if c.models == nil {
-			c.models = make(map[string]*modelCool)
-		}
-		m := c.models[model]
-		if m == nil {
-			if len(c.models) >= maxModelCooldowns {
-				c.evictModel(now)
-			}
-			m = &modelCool{}
-			c.models[model] = m
-		}
-		if until.IsZero() {
-			m.streak++
-			until = now.Add(p.Backoff(m.streak))
-		}
-		if until.After(m.until) {
-			m.until = until
-		}
+		m := c.modelEntry(key, now)
+		until, m.streak = p.Cooldown(v, m.streak, now)
+		m.until = later(m.until, until)
 		m.reason = v.Reason
 	}
 	if n := until.UnixNano(); n > c.coolMax.Load() {
 		c.coolMax.Store(n)
 	}
 	return until
+}
+
+// modelEntry returns the cooldown entry of key, making room for it when
+// it is new. Must hold c.mu.
+func (c *Credential) modelEntry(key string, now time.Time) *modelCool {
+	if m := c.models[key]; m != nil {
+		return m
+	}
+	if c.models == nil {
+		c.models = make(map[string]*modelCool)
+	}
+	if len(c.models) >= maxModelCooldowns {
+		c.evictModel(now)
+	}
+	m := &modelCool{}
+	c.models[key] = m
+	return m
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // maxModelCooldowns bounds the per-model entries (cooldowns and 429
