@@ -24,7 +24,8 @@ import (
 //	attempts_total{pool,auth,outcome}          upstream attempts by failure.Reason* outcome
 //	failovers_total{pool,auth,reason}          attempts that cooled their credential and
 //	                                           moved on
-//	affinity_decisions_total{pool,decision}    hit, miss, rebind or none per request
+//	affinity_decisions_total{pool,decision}    hit, miss, rebind, pin (a stored resource's
+//	                                           credential) or none per request
 //	credentials{pool,state}                    credentials per state: total, enabled,
 //	                                           available (read at scrape time)
 //	upstream_ttfb_seconds{pool,auth}           time to the upstream response headers
@@ -69,7 +70,7 @@ func initMetrics() {
 			"Upstream attempts that put their credential in cooldown and failed over, by reason.",
 			"pool", "auth", "reason")
 		metrics.affinity = counter("affinity_decisions_total",
-			"Session affinity decisions per request: hit, miss, rebind or none.",
+			"Affinity decisions per request: hit, miss, rebind (session bindings), pin (the credential that created a stored resource the request refers to) or none.",
 			"pool", "decision")
 		metrics.ttfb = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: metricsNamespace,
@@ -147,10 +148,10 @@ func (observer) Request(pool, authID string, status, _ int, affinity selector.De
 	metrics.affinity.WithLabelValues(pool, string(affinity)).Inc()
 }
 
-func (observer) Usage(pool, authID string, cacheRead, cacheWrite int64) {
+func (observer) Usage(pool, authID string, u handler.Usage) {
 	// Touch both series so a credential's zero shows up next to its peers.
-	metrics.cacheRead.WithLabelValues(pool, authID).Add(float64(max(cacheRead, 0)))
-	metrics.cacheWrite.WithLabelValues(pool, authID).Add(float64(max(cacheWrite, 0)))
+	metrics.cacheRead.WithLabelValues(pool, authID).Add(float64(max(u.CacheRead, 0)))
+	metrics.cacheWrite.WithLabelValues(pool, authID).Add(float64(max(u.CacheWrite, 0)))
 }
 
 // credentialsCollector reports each live pool's credential counts when

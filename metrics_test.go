@@ -11,6 +11,7 @@ import (
 	"github.com/caddy-llm-proxy/llmproxy/internal/auth"
 	"github.com/caddy-llm-proxy/llmproxy/internal/clock"
 	"github.com/caddy-llm-proxy/llmproxy/internal/failure"
+	"github.com/caddy-llm-proxy/llmproxy/internal/handler"
 	"github.com/caddy-llm-proxy/llmproxy/internal/pool"
 	"github.com/caddy-llm-proxy/llmproxy/internal/selector"
 )
@@ -69,7 +70,7 @@ func TestMetricsSurviveReregistration(t *testing.T) {
 	before, _ := metricValue(t, reg1, "caddy_llm_proxy_requests_total", req)
 	obs.Request(poolName, "c1", http.StatusOK, 1, selector.DecisionHit)
 	obs.Attempt(poolName, "c1", http.StatusOK, 30*time.Millisecond, failure.Verdict{Action: failure.Success, Reason: failure.ReasonSuccess})
-	obs.Usage(poolName, "c1", 1000, 24)
+	obs.Usage(poolName, "c1", handler.Usage{Input: 5, Output: 7, CacheRead: 1000, CacheWrite: 24})
 	if v, ok := metricValue(t, reg1, "caddy_llm_proxy_requests_total", req); !ok || v != before+1 {
 		t.Fatalf("requests_total = %v (present %v), want %v", v, ok, before+1)
 	}
@@ -83,7 +84,7 @@ func TestMetricsSurviveReregistration(t *testing.T) {
 		failure.Verdict{Action: failure.Failover, Reason: failure.ReasonRateLimited})
 	obs2.Attempt(poolName, "c2", 0, time.Second,
 		failure.Verdict{Action: failure.Failover, Reason: failure.ReasonConnectionError})
-	obs2.Usage(poolName, "c1", 500, 0)
+	obs2.Usage(poolName, "c1", handler.Usage{CacheRead: 500})
 
 	for _, c := range []struct {
 		name   string
@@ -117,7 +118,7 @@ func TestMetricsCredentialsGauge(t *testing.T) {
 	p := pool.Acquire(poolName)
 	defer pool.Release(poolName)
 	for _, id := range []string{"a", "b", "c", "d"} {
-		p.PutStored(&auth.Auth{ID: id, Provider: "claude", APIKey: "sk-" + id, Disabled: id == "d"})
+		p.PutStored(&auth.Auth{ID: id, Fields: auth.Fields{Provider: "claude", APIKey: "sk-" + id, Disabled: id == "d"}})
 	}
 	now := clock.Now()
 	b, _ := p.Get("b")

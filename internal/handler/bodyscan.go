@@ -28,77 +28,76 @@ var (
 
 // bodyScanner reads what the proxy learns from a response body as it is
 // copied to the client, without holding the stream back: the copy loop feeds
-// it every chunk after the chunk was written and flushed. It reads the
-// prompt-cache token counts (for metrics) and the ID of a stored resource
-// the response created (for pinning follow-ups to the credential).
+// it every chunk after the chunk was written and flushed, and finish returns
+// what it found. It reads the token counts (see Usage) and, when asked, the
+// ID of a stored resource the response created (for pinning follow-ups to
+// the credential).
 //
 // It understands each API family's usage fields:
 //
-//	Anthropic   usage.cache_read_input_tokens, usage.cache_creation_input_tokens
-//	            (SSE: message_start's message.usage and message_delta's usage)
-//	OpenAI chat usage.prompt_tokens_details.cached_tokens
-//	Responses   usage.input_tokens_details.cached_tokens
+//	Anthropic   usage.input_tokens, output_tokens, cache_read_input_tokens,
+//	            cache_creation_input_tokens (SSE: message_start's
+//	            message.usage and message_delta's usage)
+//	OpenAI chat usage.prompt_tokens, completion_tokens,
+//	            prompt_tokens_details.cached_tokens
+//	Responses   usage.input_tokens, output_tokens,
+//	            input_tokens_details.cached_tokens
 //	            (SSE: response.usage of response.completed)
-//	Gemini      usageMetadata.cachedContentTokenCount
+//	Gemini      usageMetadata.promptTokenCount, candidatesTokenCount plus
+//	            thoughtsTokenCount, cachedContentTokenCount
 //
 // Providers repeat or grow the figures from event to event (message_start
 // and message_delta both carry them, every Gemini chunk may), so each figure
 // is the largest value seen, never a sum.
+//
+// The zero value reads nothing; start decides whether a body is read.
 type bodyScanner struct {
+	on  bool // the body is read: a 2xx JSON or SSE body, not encoded
 	sse bool
 	// buf holds the JSON body (sse false) or the partial SSE line carried
 	// over to the next read (sse true).
 	buf []byte
 	// skip drops the rest of a body or line that exceeded its bound.
 	skip bool
+	// resource: look for the ID of the stored resource the body
+	// describes (an OpenAI response, read from the same document as its
+	// usage; an Anthropic message batch).
+	resource bool
 
-	found       bool
-	read, write int64
-
-	obs          Observer
-	pool, authID string
-
-	// onResourceID, when set, receives the ID of the stored resource the
-	// body describes (an OpenAI response, read from the same document as
-	// its usage; an Anthropic message batch), so that later requests
-	// naming it reach this credential.
-	onResourceID func(id string)
-	resourceID   string
+	out learnt
 }
 
-// bodyScanner returns a scanner for resp, or nil when no usage can be
-// read from it: no observer, not a success, or a body that is neither JSON
-// nor SSE (or still encoded).
-func (p *Proxy) bodyScanner(resp *http.Response, authID string, onResourceID func(string)) *bodyScanner {
-	if (p.Observer == nil && onResourceID == nil) || resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return nil
+// start sets the scanner up for resp. A response that is not a success, or
+// whose body is neither JSON nor SSE (or is still encoded), or is JSON
+// known to exceed usageJSONLimit, is not read.
+func (s *bodyScanner) start(resp *http.Response, resource bool) {
+	*s = bodyScanner{resource: resource}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return
 	}
 	if ce := resp.Header.Get("Content-Encoding"); ce != "" && ce != "identity" {
-		return nil
+		return
 	}
-	mt, _, _ := strings.Cut(resp.Header.Get("Content-Type"), ";")
-	mt = strings.TrimSpace(mt)
-	s := &bodyScanner{obs: p.Observer, pool: p.Pool.Name(), authID: authID, onResourceID: onResourceID}
-	switch {
-	case strings.EqualFold(mt, "text/event-stream"):
+	switch mt := mediaType(resp.Header); {
+	case isEventStream(resp.Header):
 		s.sse = true
 	case strings.EqualFold(mt, "application/json") ||
 		(len(mt) > 5 && strings.EqualFold(mt[len(mt)-5:], "+json")):
 		if resp.ContentLength > usageJSONLimit {
-			return nil
+			return
 		}
 		if resp.ContentLength > 0 {
 			s.buf = make([]byte, 0, resp.ContentLength)
 		}
 	default:
-		return nil
+		return
 	}
-	return s
+	s.on = true
 }
 
 // feed reads the next chunk of the body.
 func (s *bodyScanner) feed(b []byte) {
-	if s == nil {
+	if !s.on {
 		return
 	}
 	if !s.sse {
@@ -220,16 +219,28 @@ func (s *bodyScanner) object(o gjson.Result) {
 		return
 	}
 	if m := o.Get("usageMetadata"); m.IsObject() { // Gemini
-		s.saw(m.Get("cachedContentTokenCount").Int(), 0)
+		var u Usage
+		m.ForEach(func(k, v gjson.Result) bool {
+			switch k.Str {
+			case "promptTokenCount":
+				u.Input = v.Int()
+			case "candidatesTokenCount", "thoughtsTokenCount":
+				u.Output += v.Int()
+			case "cachedContentTokenCount":
+				u.CacheRead = v.Int()
+			}
+			return true
+		})
+		s.saw(u)
 		return
 	}
-	if s.onResourceID != nil {
+	if s.resource {
 		// Responses: the response.completed event, or the response
 		// itself; Anthropic: a message batch.
 		if id := o.Get("response.id"); id.Type == gjson.String {
-			s.resourceID = id.Str
+			s.out.resourceID = id.Str
 		} else if (o.Get("object").Str == "response" || o.Get("type").Str == "message_batch") && o.Get("id").Type == gjson.String {
-			s.resourceID = o.Get("id").Str
+			s.out.resourceID = o.Get("id").Str
 		}
 	}
 	u := o.Get("usage")
@@ -241,35 +252,46 @@ func (s *bodyScanner) object(o gjson.Result) {
 			}
 		}
 	}
-	read := u.Get("cache_read_input_tokens").Int() // Anthropic
-	if read == 0 {
-		read = u.Get("prompt_tokens_details.cached_tokens").Int() // Chat
-	}
-	if read == 0 {
-		read = u.Get("input_tokens_details.cached_tokens").Int() // Responses
-	}
-	s.saw(read, u.Get("cache_creation_input_tokens").Int())
+	s.saw(usageFigures(u))
 }
 
-func (s *bodyScanner) saw(read, write int64) {
-	s.found = true
-	s.read = max(s.read, read)
-	s.write = max(s.write, write)
+// usageFigures reads an Anthropic, Chat or Responses usage object in one
+// pass over its members.
+func usageFigures(o gjson.Result) Usage {
+	var u Usage
+	o.ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "input_tokens", "prompt_tokens": // Anthropic, Responses; Chat
+			u.Input = v.Int()
+		case "output_tokens", "completion_tokens":
+			u.Output = v.Int()
+		case "cache_read_input_tokens": // Anthropic
+			u.CacheRead = max(u.CacheRead, v.Int())
+		case "cache_creation_input_tokens":
+			u.CacheWrite = v.Int()
+		case "prompt_tokens_details", "input_tokens_details": // Chat; Responses
+			u.CacheRead = max(u.CacheRead, v.Get("cached_tokens").Int())
+		}
+		return true
+	})
+	return u
 }
 
-// finish reads a buffered JSON body and reports what was found, once.
-func (s *bodyScanner) finish() {
-	if s == nil {
-		return
-	}
-	if !s.sse && !s.skip && (s.onResourceID != nil || bytes.Contains(s.buf, usageWord)) {
+// saw keeps the largest of each figure.
+func (s *bodyScanner) saw(u Usage) {
+	o := &s.out
+	o.reported = true
+	o.usage.Input = max(o.usage.Input, u.Input)
+	o.usage.Output = max(o.usage.Output, u.Output)
+	o.usage.CacheRead = max(o.usage.CacheRead, u.CacheRead)
+	o.usage.CacheWrite = max(o.usage.CacheWrite, u.CacheWrite)
+}
+
+// finish reads a buffered JSON body and returns what the body told.
+func (s *bodyScanner) finish() learnt {
+	if s.on && !s.sse && !s.skip && (s.resource || bytes.Contains(s.buf, usageWord)) {
 		s.doc(s.buf)
 	}
 	s.buf = nil
-	if s.found && s.obs != nil {
-		s.obs.Usage(s.pool, s.authID, s.read, s.write)
-	}
-	if s.resourceID != "" {
-		s.onResourceID(s.resourceID)
-	}
+	return s.out
 }

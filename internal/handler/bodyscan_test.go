@@ -8,42 +8,23 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"testing/iotest"
-	"time"
 
-	"github.com/caddy-llm-proxy/llmproxy/internal/failure"
 	"github.com/caddy-llm-proxy/llmproxy/internal/mockllm"
-	"github.com/caddy-llm-proxy/llmproxy/internal/pool"
-	"github.com/caddy-llm-proxy/llmproxy/internal/selector"
 )
 
-// usageRecorder is an Observer that keeps the Usage calls.
-type usageRecorder struct {
-	mu    sync.Mutex
-	calls []usageCall
-}
-
-type usageCall struct {
-	pool, auth  string
-	read, write int64
-}
-
-func (*usageRecorder) Attempt(string, string, int, time.Duration, failure.Verdict) {}
-func (*usageRecorder) Request(string, string, int, int, selector.Decision)         {}
-func (u *usageRecorder) Usage(pool, authID string, read, write int64) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	u.calls = append(u.calls, usageCall{pool, authID, read, write})
-}
-
-func usageProxy(t testing.TB, obs Observer) *Proxy {
-	t.Helper()
-	name := "usage-test-" + t.Name()
-	p := pool.Acquire(name)
-	t.Cleanup(func() { pool.Release(name) })
-	return &Proxy{Pool: p, Observer: obs}
+// scan runs body through a scanner started for resp, in reads of chunk
+// bytes, and returns what it learnt.
+func scan(resp *http.Response, resource bool, body string, chunk int) learnt {
+	s := new(bodyScanner)
+	s.start(resp, resource)
+	for b := []byte(body); len(b) > 0; {
+		n := min(chunk, len(b))
+		s.feed(b[:n])
+		b = b[n:]
+	}
+	return s.finish()
 }
 
 func sse(events ...string) string {
@@ -128,53 +109,43 @@ func TestUsageScanner(t *testing.T) {
 		name, ct, body string
 		status         int
 		encoding       string
-		read, write    int64
+		want           Usage
 		found          bool
 	}{
-		{"anthropic json", ctJSON, anthropicJSON, 200, "", 20480, 1880, true},
-		{"anthropic sse", ctSSE, anthropicSSE, 200, "", 9000, 512, true},
-		{"anthropic sse, output-only delta", ctSSE, anthropicSSEOld, 200, "", 777, 0, true},
-		{"chat json", "application/json; charset=utf-8", chatJSON, 200, "", 1920, 0, true},
-		{"chat sse", ctSSE + "; charset=utf-8", chatSSE, 200, "", 1408, 0, true},
-		{"responses json", ctJSON, responsesJSON, 200, "", 2944, 0, true},
-		{"responses sse", ctSSE, responsesSSE, 200, "", 3968, 0, true},
-		{"gemini json", ctJSON, geminiJSON, 200, "", 32768, 0, true},
-		{"gemini sse", ctSSE, geminiSSE, 200, "", 32768, 0, true},
-		{"gemini json array", ctJSON, geminiArray, 200, "", 64, 0, true},
-		{"usage without cache", ctJSON, `{"usage":{"input_tokens":5,"output_tokens":1}}`, 200, "", 0, 0, true},
-		{"no usage", ctJSON, `{"data":[{"embedding":[0.1]}]}`, 200, "", 0, 0, false},
-		{"only null usage", ctSSE, sse(`data: {"choices":[],"usage":null}`, `data: [DONE]`), 200, "", 0, 0, false},
-		{"error response", ctJSON, anthropicJSON, 400, "", 0, 0, false},
-		{"compressed", ctJSON, anthropicJSON, 200, "gzip", 0, 0, false},
-		{"other type", "text/plain", anthropicJSON, 200, "", 0, 0, false},
-		{"stream without final newline", ctSSE, strings.TrimRight(chatSSE, "\n"), 200, "", 1408, 0, true},
+		{"anthropic json", ctJSON, anthropicJSON, 200, "", Usage{12, 14, 20480, 1880}, true},
+		{"anthropic sse", ctSSE, anthropicSSE, 200, "", Usage{3, 42, 9000, 512}, true},
+		{"anthropic sse, output-only delta", ctSSE, anthropicSSEOld, 200, "", Usage{3, 42, 777, 0}, true},
+		{"chat json", "application/json; charset=utf-8", chatJSON, 200, "", Usage{2006, 300, 1920, 0}, true},
+		{"chat sse", ctSSE + "; charset=utf-8", chatSSE, 200, "", Usage{1500, 2, 1408, 0}, true},
+		{"responses json", ctJSON, responsesJSON, 200, "", Usage{3000, 10, 2944, 0}, true},
+		{"responses sse", ctSSE, responsesSSE, 200, "", Usage{4096, 5, 3968, 0}, true},
+		{"gemini json", ctJSON, geminiJSON, 200, "", Usage{40000, 2, 32768, 0}, true},
+		{"gemini sse", ctSSE, geminiSSE, 200, "", Usage{40000, 2, 32768, 0}, true},
+		{"gemini json array", ctJSON, geminiArray, 200, "", Usage{100, 0, 64, 0}, true},
+		{"gemini thinking", ctJSON, `{"usageMetadata":{"promptTokenCount":10,"candidatesTokenCount":7,"thoughtsTokenCount":100,"totalTokenCount":117}}`, 200, "", Usage{10, 107, 0, 0}, true},
+		{"event stream in upper case", "Text/Event-Stream", chatSSE, 200, "", Usage{1500, 2, 1408, 0}, true},
+		{"usage without cache", ctJSON, `{"usage":{"input_tokens":5,"output_tokens":1}}`, 200, "", Usage{5, 1, 0, 0}, true},
+		{"no usage", ctJSON, `{"data":[{"embedding":[0.1]}]}`, 200, "", Usage{}, false},
+		{"only null usage", ctSSE, sse(`data: {"choices":[],"usage":null}`, `data: [DONE]`), 200, "", Usage{}, false},
+		{"error response", ctJSON, anthropicJSON, 400, "", Usage{}, false},
+		{"compressed", ctJSON, anthropicJSON, 200, "gzip", Usage{}, false},
+		{"other type", "text/plain", anthropicJSON, 200, "", Usage{}, false},
+		{"stream without final newline", ctSSE, strings.TrimRight(chatSSE, "\n"), 200, "", Usage{1500, 2, 1408, 0}, true},
 	}
 	for _, tc := range cases {
 		for _, chunk := range []int{1, 2, 3, 7, 64, 1 << 20} {
 			t.Run(fmt.Sprintf("%s/chunk=%d", tc.name, chunk), func(t *testing.T) {
-				rec := &usageRecorder{}
-				p := usageProxy(t, rec)
 				resp := &http.Response{StatusCode: tc.status, Header: http.Header{}, ContentLength: -1}
 				resp.Header.Set("Content-Type", tc.ct)
 				if tc.encoding != "" {
 					resp.Header.Set("Content-Encoding", tc.encoding)
 				}
-				s := p.bodyScanner(resp, "cred-1", nil)
-				for b := []byte(tc.body); len(b) > 0; {
-					n := min(chunk, len(b))
-					s.feed(b[:n])
-					b = b[n:]
+				got := scan(resp, false, tc.body, chunk)
+				if got.reported != tc.found || got.usage != tc.want {
+					t.Fatalf("learnt %+v, want usage %+v (reported %v)", got, tc.want, tc.found)
 				}
-				s.finish()
-				if !tc.found {
-					if len(rec.calls) != 0 {
-						t.Fatalf("usage reported: %+v", rec.calls)
-					}
-					return
-				}
-				want := usageCall{p.Pool.Name(), "cred-1", tc.read, tc.write}
-				if len(rec.calls) != 1 || rec.calls[0] != want {
-					t.Fatalf("usage calls = %+v, want [%+v]", rec.calls, want)
+				if got.resourceID != "" {
+					t.Fatalf("resource ID %q read although none was asked for", got.resourceID)
 				}
 			})
 		}
@@ -183,52 +154,62 @@ func TestUsageScanner(t *testing.T) {
 
 func TestUsageScannerBounds(t *testing.T) {
 	t.Run("oversized sse line is skipped, later lines still read", func(t *testing.T) {
-		rec := &usageRecorder{}
-		p := usageProxy(t, rec)
 		resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"text/event-stream"}}, ContentLength: -1}
-		s := p.bodyScanner(resp, "a", nil)
 		big := `data: {"usage":{"cache_read_input_tokens":999999},"pad":"` + strings.Repeat("x", usageLineLimit) + `"}` + "\n\n"
+		var s bodyScanner
+		s.start(resp, false)
 		for b := []byte(big); len(b) > 0; {
 			n := min(1000, len(b))
 			s.feed(b[:n])
 			b = b[n:]
 		}
-		s.feed([]byte(`data: {"usage":{"cache_read_input_tokens":5}}` + "\n\n"))
-		s.finish()
-		if len(rec.calls) != 1 || rec.calls[0].read != 5 {
-			t.Fatalf("calls = %+v, want read 5 only", rec.calls)
-		}
 		if cap(s.buf) > usageLineLimit*2 {
 			t.Fatalf("carry grew to %d bytes", cap(s.buf))
 		}
+		s.feed([]byte(`data: {"usage":{"cache_read_input_tokens":5}}` + "\n\n"))
+		if got := s.finish(); !got.reported || got.usage.CacheRead != 5 {
+			t.Fatalf("learnt %+v, want read 5 only", got)
+		}
 	})
 	t.Run("json body over the limit is not read", func(t *testing.T) {
-		rec := &usageRecorder{}
-		p := usageProxy(t, rec)
 		resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"application/json"}}, ContentLength: -1}
-		s := p.bodyScanner(resp, "a", nil)
+		var s bodyScanner
+		s.start(resp, true)
 		s.feed([]byte(`{"pad":"` + strings.Repeat("x", usageJSONLimit) + `",`))
-		s.feed([]byte(`"usage":{"cache_read_input_tokens":5}}`))
-		s.finish()
-		if len(rec.calls) != 0 {
-			t.Fatalf("calls = %+v, want none", rec.calls)
+		s.feed([]byte(`"id":"resp_1","object":"response","usage":{"cache_read_input_tokens":5}}`))
+		if got := s.finish(); got != (learnt{}) {
+			t.Fatalf("learnt %+v, want nothing", got)
 		}
 		resp.ContentLength = usageJSONLimit + 1
-		if p.bodyScanner(resp, "a", nil) != nil {
-			t.Fatal("scanner for a body known to exceed the limit")
+		s.start(resp, true)
+		if s.on {
+			t.Fatal("scanning a body known to exceed the limit")
 		}
 	})
-	t.Run("no observer", func(t *testing.T) {
-		p := usageProxy(t, nil)
-		p.Observer = nil
-		resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"application/json"}}}
-		s := p.bodyScanner(resp, "a", nil)
-		if s != nil {
-			t.Fatal("scanner without an observer")
+	t.Run("zero scanner reads nothing", func(t *testing.T) {
+		var s bodyScanner
+		s.feed([]byte(responsesJSON))
+		if got := s.finish(); got != (learnt{}) {
+			t.Fatalf("learnt %+v", got)
 		}
-		s.feed([]byte("{}")) // nil scanner is a no-op
-		s.finish()
 	})
+}
+
+// TestIsEventStream is the one event-stream test the handler uses.
+func TestIsEventStream(t *testing.T) {
+	for ct, want := range map[string]bool{
+		"text/event-stream":                 true,
+		"text/event-stream; charset=utf-8":  true,
+		" TEXT/Event-Stream ;charset=utf-8": true,
+		"application/json":                  false,
+		"text/event-streamx":                false,
+		"text/plain; text/event-stream":     false,
+		"":                                  false,
+	} {
+		if got := isEventStream(http.Header{"Content-Type": {ct}}); got != want {
+			t.Errorf("isEventStream(%q) = %v, want %v", ct, got, want)
+		}
+	}
 }
 
 // TestCopyResponseReportsUsage runs real mock responses of every family
@@ -269,8 +250,7 @@ func TestCopyResponseReportsUsage(t *testing.T) {
 				}
 				return resp
 			}
-			rec := &usageRecorder{}
-			p := usageProxy(t, rec)
+			var got []Usage
 			for turn := 1; turn <= 2; turn++ {
 				resp := send()
 				whole, err := io.ReadAll(resp.Body)
@@ -280,26 +260,34 @@ func TestCopyResponseReportsUsage(t *testing.T) {
 				}
 				resp.Body = io.NopCloser(iotest.OneByteReader(bytes.NewReader(whole)))
 				w := httptest.NewRecorder()
-				if err := p.copyResponse(w, resp, "cred-"+strconv.Itoa(turn), nil); err != nil {
+				l, err := copyResponse(w, resp, false)
+				if err != nil {
 					t.Fatal(err)
 				}
 				if !bytes.Equal(w.Body.Bytes(), whole) {
 					t.Fatal("client body differs from upstream body")
 				}
+				if !l.reported {
+					t.Fatalf("turn %d: no usage learnt", turn)
+				}
+				got = append(got, l.usage)
 			}
 			st := m.Stats()[key]
-			if len(rec.calls) != 2 {
-				t.Fatalf("usage calls = %+v, want one per turn", rec.calls)
+			first, second := got[0], got[1]
+			if second.CacheRead <= 0 || first.CacheRead+second.CacheRead != st.CacheReadTokens {
+				t.Fatalf("cache reads = %d + %d, mock served %d", first.CacheRead, second.CacheRead, st.CacheReadTokens)
 			}
-			first, second := rec.calls[0], rec.calls[1]
-			if first.auth != "cred-1" || second.auth != "cred-2" {
-				t.Fatalf("auth IDs = %q, %q", first.auth, second.auth)
+			if tc.write && first.CacheWrite+second.CacheWrite != st.CacheCreationTokens {
+				t.Fatalf("cache writes = %d + %d, mock wrote %d", first.CacheWrite, second.CacheWrite, st.CacheCreationTokens)
 			}
-			if second.read <= 0 || first.read+second.read != st.CacheReadTokens {
-				t.Fatalf("cache reads = %d + %d, mock served %d", first.read, second.read, st.CacheReadTokens)
+			// Anthropic counts input without the cached tokens; the
+			// others with them.
+			input := first.Input + second.Input
+			if tc.write {
+				input += first.CacheRead + second.CacheRead + first.CacheWrite + second.CacheWrite
 			}
-			if tc.write && first.write+second.write != st.CacheCreationTokens {
-				t.Fatalf("cache writes = %d + %d, mock wrote %d", first.write, second.write, st.CacheCreationTokens)
+			if input != st.InputTokens || first.Output+second.Output != st.OutputTokens || st.OutputTokens <= 0 {
+				t.Fatalf("input %d, output %d + %d; mock counted %d in, %d out", input, first.Output, second.Output, st.InputTokens, st.OutputTokens)
 			}
 		})
 	}
@@ -321,12 +309,6 @@ func anthropicStream50() []string {
 	)
 }
 
-type nopObserver struct{}
-
-func (nopObserver) Attempt(string, string, int, time.Duration, failure.Verdict) {}
-func (nopObserver) Request(string, string, int, int, selector.Decision)         {}
-func (nopObserver) Usage(string, string, int64, int64)                          {}
-
 // BenchmarkUsageScanSSE measures the scanner alone on a 50-event Anthropic
 // stream: one read per event (how upstreams flush) and one 32 KiB read
 // split at arbitrary points.
@@ -344,7 +326,6 @@ func BenchmarkUsageScanSSE(b *testing.B) {
 		odd = append(odd, rest[:n])
 		rest = rest[n:]
 	}
-	p := usageProxy(b, nopObserver{})
 	resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"text/event-stream"}}, ContentLength: -1}
 	for _, bc := range []struct {
 		name   string
@@ -353,8 +334,9 @@ func BenchmarkUsageScanSSE(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			b.SetBytes(int64(len(all)))
 			b.ReportAllocs()
+			var s bodyScanner
 			for b.Loop() {
-				s := p.bodyScanner(resp, "cred", nil)
+				s.start(resp, false)
 				for _, c := range bc.chunks {
 					s.feed(c)
 				}
@@ -367,9 +349,9 @@ func BenchmarkUsageScanSSE(b *testing.B) {
 // BenchmarkUsageScanChunk is the common case on its own: one event
 // without usage.
 func BenchmarkUsageScanChunk(b *testing.B) {
-	p := usageProxy(b, nopObserver{})
 	resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"text/event-stream"}}, ContentLength: -1}
-	s := p.bodyScanner(resp, "cred", nil)
+	var s bodyScanner
+	s.start(resp, false)
 	chunk := []byte(anthropicStream50()[10])
 	b.SetBytes(int64(len(chunk)))
 	b.ReportAllocs()
@@ -378,28 +360,24 @@ func BenchmarkUsageScanChunk(b *testing.B) {
 	}
 }
 
-func TestScannerReadsResponseIDs(t *testing.T) {
+func TestScannerReadsResourceIDs(t *testing.T) {
 	for _, tc := range []struct {
-		name, ct, body string
+		name, ct, body, want string
 	}{
-		{"json", "application/json", `{"id":"resp_abc","object":"response","status":"completed","usage":{"input_tokens":3,"input_tokens_details":{"cached_tokens":0}}}`},
-		{"sse", "text/event-stream", "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"resp_abc\",\"usage\":null}}\n\n" +
-			"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"id\":\"resp_abc\",\"object\":\"response\",\"usage\":{\"input_tokens\":3}}}\n\n"},
+		{"responses json", "application/json", `{"id":"resp_abc","object":"response","status":"completed","usage":{"input_tokens":3,"input_tokens_details":{"cached_tokens":0}}}`, "resp_abc"},
+		{"responses sse", "text/event-stream", "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"resp_abc\",\"usage\":null}}\n\n" +
+			"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"id\":\"resp_abc\",\"object\":\"response\",\"usage\":{\"input_tokens\":3}}}\n\n", "resp_abc"},
+		{"message batch", "application/json", `{"id":"msgbatch_01","type":"message_batch","processing_status":"in_progress"}`, "msgbatch_01"},
+		{"a message is no resource", "application/json", anthropicJSON, ""},
+		{"a non-string id", "application/json", `{"id":7,"object":"response"}`, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			// Without an observer the scanner still runs for the ID.
-			p := &Proxy{Pool: usageProxy(t, &usageRecorder{}).Pool}
 			resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {tc.ct}}, ContentLength: -1}
-			var got string
-			s := p.bodyScanner(resp, "cred", func(id string) { got = id })
-			for b := []byte(tc.body); len(b) > 0; {
-				n := min(5, len(b))
-				s.feed(b[:n])
-				b = b[n:]
+			if got := scan(resp, true, tc.body, 5); got.resourceID != tc.want {
+				t.Fatalf("resource ID %q, want %q", got.resourceID, tc.want)
 			}
-			s.finish()
-			if got != "resp_abc" {
-				t.Fatalf("response ID %q", got)
+			if got := scan(resp, false, tc.body, 5); got.resourceID != "" {
+				t.Fatalf("resource ID %q read although none was asked for", got.resourceID)
 			}
 		})
 	}

@@ -14,7 +14,6 @@ import (
 	"net/http/httptrace"
 	"net/url"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -46,15 +45,19 @@ type Observer interface {
 	Attempt(pool, authID string, status int, ttfb time.Duration, v failure.Verdict)
 	// Request is called once per client request that reached selection.
 	Request(pool, authID string, status, attempts int, affinity selector.Decision)
-	// Usage reports prompt-cache tokens read and written for one response.
-	Usage(pool, authID string, cacheRead, cacheWrite int64)
+	// Usage is called once per response that reported token counts.
+	Usage(pool, authID string, u Usage)
 }
 
 // Proxy is the compiled form of one llm_proxy handler config.
 type Proxy struct {
-	Pool            *pool.Pool
-	Strategy        selector.Strategy
-	Affinity        *selector.Affinity // nil when session affinity is off
+	Pool *pool.Pool
+	// Strategy picks credentials; resource pins (kept in the pool's
+	// selector.State) go first.
+	Strategy selector.Strategy
+	// Affinity wraps Strategy with session bindings; nil when session
+	// affinity is off.
+	Affinity        *selector.Affinity
 	Policy          failure.Policy
 	MaxAttempts     int // 0: every eligible credential
 	WaitForCooldown time.Duration
@@ -65,10 +68,10 @@ type Proxy struct {
 	Logger          *zap.Logger
 	Observer        Observer
 	Now             func() time.Time
-	// OnFirstRequest, if set, runs once before the first request is served.
-	OnFirstRequest func()
 
-	served atomic.Bool
+	// wait, when set, replaces the timer of wait_for_cooldown: tests move
+	// a fake clock instead of sleeping. See sleep.
+	wait func(ctx context.Context, d time.Duration) bool
 }
 
 // result is what one request's attempts came to, for logs and metrics.
@@ -86,9 +89,6 @@ type result struct {
 
 // ServeHTTP serves one client request.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
-	if !p.served.Load() && p.served.CompareAndSwap(false, true) && p.OnFirstRequest != nil {
-		p.OnFirstRequest()
-	}
 	route, ok := apifamily.ParseRequest(r.URL.Path, r.Header)
 	fam := route.Family
 	if len(p.Access) > 0 && !p.admit(w, r, fam) {
@@ -246,19 +246,14 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, req *parsed) resul
 			Fallback: req.ids.Fallback,
 			HashKey:  req.ids.Stable,
 			Model:    req.bind,
+			Pin:      req.resource,
 		}
 		if p.Affinity != nil {
 			// One client's new bindings may not push out everybody else's.
 			sel.Client = session.ClientOf(r)
 		}
-		pinned := p.pinned(req, e, av)
 		for p.MaxAttempts <= 0 || res.attempts < p.MaxAttempts {
-			idx, decision := pinned, selector.DecisionHit
-			if pinned >= 0 {
-				pinned = -1
-			} else {
-				idx, decision = p.pick(sel)
-			}
+			idx, decision := p.pick(sel)
 			if idx < 0 {
 				break
 			}
@@ -289,15 +284,11 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, req *parsed) resul
 		budgetLeft := p.MaxAttempts <= 0 || res.attempts < p.MaxAttempts
 		if !waited && budgetLeft && p.WaitForCooldown > 0 && !soonest.IsZero() && soonest.Sub(av.now) <= p.WaitForCooldown {
 			waited = true
-			t := time.NewTimer(soonest.Sub(av.now))
-			select {
-			case <-t.C:
+			if p.sleep(r.Context(), soonest.Sub(av.now)) {
 				continue
-			case <-r.Context().Done():
-				t.Stop()
-				res.status = 499
-				return res
 			}
+			res.status = 499
+			return res
 		}
 		if last != nil {
 			res.status = p.writeLast(w, fam, last, e, keys)
@@ -318,34 +309,31 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, req *parsed) resul
 	}
 }
 
-// resourcePin is the binding key of a stored provider resource (an OpenAI
-// response, an Anthropic message batch) to the credential that created it.
-func resourcePin(id string) string { return "resource:" + id }
-
-// pinned returns the credential that created the stored resource the
-// request refers to (previous_response_id, /v1/responses/{id},
-// /v1/messages/batches/{id}), when it is known, eligible and available; -1
-// otherwise. Such resources live with the account that made them, so any
-// other credential would answer 404.
-func (p *Proxy) pinned(req *parsed, e *pool.Eligible, av *availability) int {
-	if req.resource == "" {
-		return -1
+// sleep waits for d, or until ctx is done; it reports whether the wait ran
+// its course.
+func (p *Proxy) sleep(ctx context.Context, d time.Duration) bool {
+	if p.wait != nil {
+		return p.wait(ctx, d)
 	}
-	id, ok := p.Pool.Sessions.Get(resourcePin(req.resource), "")
-	if !ok {
-		return -1
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
-	if idx, ok := e.Set.Index(id); ok && av.Available(idx) {
-		return idx
-	}
-	return -1
 }
 
+// pick chooses the credential for the next attempt: the one that created
+// the resource the request refers to, then (with affinity) the session's,
+// then the strategy's pick.
 func (p *Proxy) pick(sel *selector.Request) (int, selector.Decision) {
 	if p.Affinity != nil {
 		return p.Affinity.Pick(p.Pool.Strategy, sel)
 	}
-	return p.Strategy.Pick(p.Pool.Strategy, sel), selector.DecisionNone
+	pinsOnly := selector.Affinity{Strategy: p.Strategy}
+	return pinsOnly.Pick(p.Pool.Strategy, sel)
 }
 
 // attempt sends the request upstream with one credential. done reports that
@@ -403,11 +391,11 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, key
 		if p.Affinity != nil {
 			p.Affinity.Failure(sel, cred.ID())
 		}
+		until := cred.RecordFailure(keys.scoped(v.Scope), v, p.Policy, now)
 		if v.Scope == failure.ScopeNone {
 			logf(zap.WarnLevel, "credential failed; failing over without a cooldown (the request names no model)",
 				zap.Int("status", at.Status), zap.String("reason", v.Reason), zap.Error(err))
 		} else {
-			until := cred.RecordFailure(keys.scoped(v.Scope), v, p.Policy, now)
 			logf(zap.WarnLevel, "credential failed; cooling down and failing over",
 				zap.Int("status", at.Status), zap.String("reason", v.Reason), zap.Stringer("scope", v.Scope),
 				zap.Time("cooldown_until", until), zap.Bool("hinted", v.Hinted), zap.Error(err))
@@ -428,20 +416,17 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, key
 		writeBody(w, status, at.Header, at.Body)
 		return true, &lastFailure{status: status}
 	}
-	var pinResource func(string)
-	if req.createsResource {
-		pinResource = func(id string) { p.Pool.Sessions.Bind(resourcePin(id), "", cred.ID()) }
-	}
-	if err := p.copyResponse(w, resp, cred.ID(), pinResource); err != nil && !errors.Is(err, errClientWrite) && ctx.Err() == nil {
+	got, err := copyResponse(w, resp, req.createsResource)
+	p.record(r, cred, got)
+	if err != nil && !errors.Is(err, errClientWrite) && ctx.Err() == nil {
 		// The upstream broke off mid-stream: nothing can be retried once
 		// bytes reached the client, but the credential is charged, as
 		// for any failure once connected.
-		cv := failure.Classify(p.Policy, freq, failure.Attempt{Err: err, Connected: true}, p.Now())
-		if cv.Scope != failure.ScopeNone {
-			cred.RecordFailure(keys.scoped(cv.Scope), cv, p.Policy, p.Now())
-		}
+		now := p.Now()
+		cv := failure.Classify(p.Policy, freq, failure.Attempt{Err: err, Connected: true}, now)
+		cred.RecordFailure(keys.scoped(cv.Scope), cv, p.Policy, now)
 		logf(zap.WarnLevel, "upstream stream broke off after the response started", zap.Error(err))
-		if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		if isEventStream(resp.Header) {
 			// End the event stream cleanly with an error event in the
 			// API's own shape, which SDKs raise as an error.
 			_, _ = w.Write(apifamily.StreamErrorEvent(req.route.Family, r.URL.Path,
@@ -452,6 +437,18 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, key
 		return true, &lastFailure{status: status, aborted: true}
 	}
 	return true, &lastFailure{status: status}
+}
+
+// record keeps what a response body told: its token counts go to the
+// observer, and the stored resource it created is pinned to the credential
+// that created it, for the client that asked.
+func (p *Proxy) record(r *http.Request, cred *pool.Credential, got learnt) {
+	if got.reported && p.Observer != nil {
+		p.Observer.Usage(p.Pool.Name(), cred.ID(), got.usage)
+	}
+	if got.resourceID != "" {
+		p.Pool.Strategy.Pin(session.ClientOf(r), got.resourceID, cred.ID())
+	}
 }
 
 // writeLast answers with the last upstream failure when every attempt

@@ -34,23 +34,61 @@ func copyHeader(dst, src http.Header) {
 	stripHopHeaders(dst)
 }
 
-// copyResponse sends the upstream response to the client. Streams are
-// flushed after every read so each SSE event reaches the client as soon as
-// it arrives. Error responses never come here: see readErrorBody. It returns
-// the upstream read error, if the upstream broke off; a client that went
-// away is errClientWrite. Prompt-cache usage in the body is reported for
-// authID once the copy ends, and a stored resource's ID (an OpenAI response,
-// an Anthropic message batch) to onResourceID (when set).
-func (p *Proxy) copyResponse(w http.ResponseWriter, resp *http.Response, authID string, onResourceID func(string)) error {
+// Usage is the token counts one response reported. Each is the largest
+// figure its body carried, never a sum: providers repeat or grow the
+// figures from event to event. Input and Output are as the provider
+// counts them: OpenAI's and Gemini's input includes the cached tokens and
+// Anthropic's does not; Gemini's output includes thinking tokens.
+type Usage struct {
+	Input, Output int64
+	// CacheRead is the prompt tokens served from the provider's prompt
+	// cache, CacheWrite those written to it (Anthropic only).
+	CacheRead, CacheWrite int64
+}
+
+// learnt is what copying a response body found out, returned to the
+// attempt loop, which records it.
+type learnt struct {
+	// usage is the body's token counts; reported says it had any.
+	usage    Usage
+	reported bool
+	// resourceID is the stored resource the response created (an OpenAI
+	// response, an Anthropic message batch), when it was looked for.
+	resourceID string
+}
+
+// mediaType is the media type of h's Content-Type, without parameters.
+func mediaType(h http.Header) string {
+	mt, _, _ := strings.Cut(h.Get("Content-Type"), ";")
+	return strings.TrimSpace(mt)
+}
+
+// isEventStream reports whether h declares a server-sent event stream
+// (text/event-stream, whatever its parameters and case). It is the one
+// test of "is this an event stream" in the handler.
+func isEventStream(h http.Header) bool {
+	return strings.EqualFold(mediaType(h), "text/event-stream")
+}
+
+// copyResponse sends the upstream response to the client. An event stream,
+// or a body of unknown length, is flushed after every read so each event
+// reaches the client as soon as it arrives, as reverse_proxy does. Error
+// responses never come here: see readErrorBody.
+//
+// It returns what the body told (usage figures and, when resource is set,
+// the ID of the stored resource it describes; see bodyScanner), read as the
+// body went by, and the upstream read error if the upstream broke off; a
+// client that went away is errClientWrite. What was learnt is returned
+// whatever the error.
+func copyResponse(w http.ResponseWriter, resp *http.Response, resource bool) (learnt, error) {
 	defer resp.Body.Close()
-	// The scanner reads each chunk after it went out (bodyscan.go).
-	us := p.bodyScanner(resp, authID, onResourceID)
-	defer us.finish()
+	var scan bodyScanner
+	scan.start(resp, resource)
 	copyHeader(w.Header(), resp.Header)
 	w.WriteHeader(resp.StatusCode)
 	rc := http.NewResponseController(w)
-	stream := resp.ContentLength < 0 || strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
-	if stream {
+	flush := resp.ContentLength < 0 || isEventStream(resp.Header)
+	if flush {
 		_ = rc.Flush()
 	}
 	bp := copyBuffers.Get().(*[]byte)
@@ -60,20 +98,21 @@ func (p *Proxy) copyResponse(w http.ResponseWriter, resp *http.Response, authID 
 		n, rerr := resp.Body.Read(buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
-				return errClientWrite
+				return scan.finish(), errClientWrite
 			}
-			if stream {
+			if flush {
 				if err := rc.Flush(); err != nil {
-					return errClientWrite
+					return scan.finish(), errClientWrite
 				}
 			}
-			us.feed(buf[:n]) // usage
+			// The chunk is read after it went out.
+			scan.feed(buf[:n])
 		}
 		if rerr == io.EOF {
-			return nil
+			return scan.finish(), nil
 		}
 		if rerr != nil {
-			return rerr
+			return scan.finish(), rerr
 		}
 	}
 }
