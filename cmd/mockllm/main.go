@@ -2,6 +2,12 @@
 // standalone HTTP server for the demo, manual tests and benchmarks.
 //
 //	mockllm -listen 127.0.0.1:0 -keys a=sk-test-a,b=sk-test-b -stream-delay 20ms
+//	mockllm -oauth alice=claude,bob=codex:1h
+//
+// -oauth enables the fake OAuth server with subscription accounts
+// (label=provider[:access token lifetime]); each account's first refresh
+// token is mock-rt-<label> and its first access token mock-at-<label>, and
+// GET /_mock/oauth/accounts shows the latest ones.
 //
 // It prints "mockllm listening on http://ADDR" on stdout once it accepts
 // connections, and shuts down gracefully on SIGINT or SIGTERM.
@@ -31,6 +37,7 @@ func main() {
 	deltas := flag.Int("deltas", mockllm.DefaultDeltas, "text deltas per streamed reply")
 	maxRecorded := flag.Int("max-recorded", mockllm.DefaultMaxRecorded, "requests kept for /_mock/requests (0 disables recording)")
 	quiet := flag.Bool("quiet", false, "no per-request log lines on stderr")
+	oauthAccounts := flag.String("oauth", "", "fake OAuth accounts as label=claude|codex[:lifetime],... (empty: no OAuth server)")
 	flag.Parse()
 
 	keyMap, err := parseKeys(*keys)
@@ -38,7 +45,12 @@ func main() {
 		fmt.Fprintln(os.Stderr, "mockllm:", err)
 		os.Exit(2)
 	}
-	opts := mockllm.Options{Keys: keyMap, StreamDelay: *delay, Deltas: *deltas, MaxRecorded: *maxRecorded}
+	accounts, err := parseOAuth(*oauthAccounts)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "mockllm:", err)
+		os.Exit(2)
+	}
+	opts := mockllm.Options{Keys: keyMap, StreamDelay: *delay, Deltas: *deltas, MaxRecorded: *maxRecorded, OAuthAccounts: accounts}
 	if *maxRecorded <= 0 {
 		opts.MaxRecorded = -1
 	}
@@ -108,6 +120,43 @@ func parseKeys(s string) (map[string]string, error) {
 			label = key
 		}
 		out[key] = label
+	}
+	return out, nil
+}
+
+// parseOAuth parses "label=provider[:lifetime],...", provider being claude
+// or codex and lifetime a Go duration.
+func parseOAuth(s string) (map[string]mockllm.OAuthAccount, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	out := make(map[string]mockllm.OAuthAccount)
+	for entry := range strings.SplitSeq(s, ",") {
+		entry = strings.TrimSpace(entry)
+		if entry == "" {
+			continue
+		}
+		label, spec, ok := strings.Cut(entry, "=")
+		label = strings.TrimSpace(label)
+		if !ok || label == "" {
+			return nil, fmt.Errorf("-oauth: %q is not label=provider[:lifetime]", entry)
+		}
+		if _, dup := out[label]; dup {
+			return nil, fmt.Errorf("-oauth: account %q given twice", label)
+		}
+		provider, lifetime, hasLifetime := strings.Cut(strings.TrimSpace(spec), ":")
+		if provider != mockllm.OAuthClaude && provider != mockllm.OAuthCodex {
+			return nil, fmt.Errorf("-oauth: account %q: provider %q is not claude or codex", label, provider)
+		}
+		acct := mockllm.OAuthAccount{Provider: provider}
+		if hasLifetime {
+			d, err := time.ParseDuration(lifetime)
+			if err != nil || d <= 0 {
+				return nil, fmt.Errorf("-oauth: account %q: lifetime %q is not a positive duration", label, lifetime)
+			}
+			acct.Lifetime = d
+		}
+		out[label] = acct
 	}
 	return out, nil
 }

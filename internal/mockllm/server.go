@@ -13,6 +13,15 @@
 //	POST /v1beta/models/{model}:countTokens                  Gemini
 //	GET  /v1beta/models, /v1beta/models/{model}              Gemini
 //
+// With Options.OAuthAccounts it is also a fake OAuth server for Claude and
+// Codex subscription logins (see OAuthAccount), whose access tokens the
+// endpoints above accept until they expire:
+//
+//	POST /v1/oauth/token      Claude token endpoint (JSON body; refresh_token and authorization_code grants)
+//	GET  /v1/oauth/authorize  Claude authorize page: 302 to redirect_uri with code and state
+//	POST /oauth/token         Codex token endpoint (form body; both grants)
+//	GET  /oauth/authorize     Codex authorize page
+//
 // The credential is read from x-api-key, Authorization: Bearer,
 // x-goog-api-key or ?key=, and every response names it in the
 // X-Mock-Credential header (its label from Options.Keys, else the key).
@@ -24,7 +33,9 @@
 // with {"key": "...", "status": 429, "headers": {...}, "body": "...",
 // "delay": "250ms" (or milliseconds), "times": 1, "drop_after_events": 2,
 // "refuse": false, "revoked_key": false}, DELETE /_mock/faults (?key=K for
-// one), GET /_mock/health.
+// one), GET /_mock/health, and for the OAuth server GET /_mock/oauth/stats,
+// GET /_mock/oauth/accounts, GET|POST|DELETE /_mock/oauth/faults,
+// POST /_mock/oauth/revoke and POST /_mock/oauth/advance.
 //
 // Nothing is logged per request; responses are appended into pooled buffers.
 package mockllm
@@ -69,6 +80,12 @@ type Options struct {
 	// CacheEntries bounds the prompt-prefix hashes remembered per credential
 	// (default 1<<20); the oldest entries are evicted first.
 	CacheEntries int
+	// OAuthAccounts, when non-empty, enables the fake OAuth server with
+	// these subscription accounts (label → account).
+	OAuthAccounts map[string]OAuthAccount
+	// Now is the fake OAuth server's clock (default time.Now); tests share
+	// their fake clock with it. AdvanceClock moves it further.
+	Now func() time.Time
 }
 
 // Request is one request recorded by the Server.
@@ -165,6 +182,8 @@ type Server struct {
 	replies   sync.Map // model → *reply
 	replyN    atomic.Int32
 	createdAt int64
+
+	oauth *oauthServer // nil without Options.OAuthAccounts
 }
 
 // New returns a Server configured by opts.
@@ -198,6 +217,9 @@ func New(opts Options) *Server {
 	if s.delay < 0 {
 		s.delay = 0
 	}
+	if len(opts.OAuthAccounts) > 0 {
+		s.oauth = newOAuthServer(opts.OAuthAccounts, opts.Now)
+	}
 	return s
 }
 
@@ -219,8 +241,9 @@ func (s *Server) Requests() []Request {
 	return out
 }
 
-// Reset forgets the recorded requests, the per-credential stats and the
-// simulated prompt caches. Faults are kept (see ClearFaults).
+// Reset forgets the recorded requests, the per-credential stats, the
+// simulated prompt caches and the OAuth counters. Faults and OAuth tokens
+// are kept (see ClearFaults).
 func (s *Server) Reset() {
 	s.recMu.Lock()
 	s.recBuf = nil
@@ -229,6 +252,9 @@ func (s *Server) Reset() {
 	s.credMu.Lock()
 	s.creds = make(map[string]*credState)
 	s.credMu.Unlock()
+	if s.oauth != nil {
+		s.oauth.resetStats()
+	}
 }
 
 // Stats returns a snapshot of the per-credential counters, by label.
@@ -448,6 +474,16 @@ const errBodyTooLarge = mockError("request body too large")
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	path := r.URL.Path
+	if s.oauth != nil {
+		if oauthPath(path) {
+			s.serveOAuth(w, r)
+			return
+		}
+		if strings.HasPrefix(path, "/_mock/oauth/") {
+			s.serveOAuthControl(w, r)
+			return
+		}
+	}
 	if strings.HasPrefix(path, "/_mock/") {
 		s.serveControl(w, r)
 		return
@@ -461,9 +497,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, err := readBody(r)
 	key := credentialOf(r)
 	label := key
+	var oauthTok oauthUse
+	isOAuth := false
 	if key != "" {
 		if l, ok := s.keys[key]; ok {
 			label = l
+		} else if oauthTok, isOAuth = s.oauthAccess(key); isOAuth {
+			label = oauthTok.label
 		}
 		w.Header()["X-Mock-Credential"] = []string{label}
 	}
@@ -484,7 +524,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c.writeError(http.StatusUnauthorized, missingKeyMessage(fam))
 		return
 	}
-	if len(s.keys) > 0 {
+	if isOAuth {
+		if c.refuseOAuth(oauthTok, key, body) {
+			return
+		}
+	} else if len(s.keys) > 0 {
 		if _, ok := s.keys[key]; !ok {
 			c.cred = s.cred(label)
 			c.cred.requests.Add(1)
