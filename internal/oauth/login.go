@@ -40,7 +40,7 @@ type Login struct {
 // state, both from crypto/rand.
 func NewLogin(ep Endpoints, now time.Time) (*Login, error) {
 	if err := ep.validateLogin(); err != nil {
-		return nil, err
+		return nil, errors.New("oauth login: " + err.Error())
 	}
 	verifier, err := randomString(32)
 	if err != nil {
@@ -58,7 +58,7 @@ func NewLogin(ep Endpoints, now time.Time) (*Login, error) {
 func randomString(n int) (string, error) {
 	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {
-		return "", errors.New("oauth: no randomness for a login: " + err.Error())
+		return "", errors.New("oauth login: no randomness: " + err.Error())
 	}
 	return base64.RawURLEncoding.EncodeToString(b), nil
 }

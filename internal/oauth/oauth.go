@@ -96,12 +96,12 @@ func (ep Endpoints) Validate() error {
 		return err
 	}
 	if ep.ClientID == "" {
-		return errors.New("oauth: client_id is required")
+		return errors.New("client_id is required")
 	}
 	switch ep.Format {
 	case "", FormBody, JSONBody:
 	default:
-		return errors.New(`oauth: format must be "form" or "json"`)
+		return errors.New(`format must be "form" or "json"`)
 	}
 	return nil
 }
@@ -121,7 +121,7 @@ func (ep Endpoints) validateLogin() error {
 func checkURL(name, raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return errors.New("oauth: " + name + " must be an absolute http or https URL")
+		return errors.New(name + " must be an absolute http or https URL")
 	}
 	return nil
 }
