@@ -2,7 +2,6 @@ package llmproxy
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -104,14 +103,18 @@ func (a AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		segs[i] = u
 	}
 	name, sub := segs[0], segs[1:]
-	h, ok := liveHandler(name)
+	p, ok := pool.Lookup(name)
 	if !ok {
 		return apiError(http.StatusNotFound, "unknown pool %q", name)
 	}
-	if err := checkManagementSecret(w, r, h); err != nil {
+	secret, ok := p.ManagementSecret()
+	if !ok {
+		return apiError(http.StatusNotFound, "unknown pool %q", name)
+	}
+	if err := checkManagementSecret(w, r, name, secret); err != nil {
 		return err
 	}
-	ps := poolAdmin{h: h}
+	ps := poolAdmin{p: p}
 
 	switch {
 	case len(sub) == 1 && sub[0] == "auths":
@@ -284,12 +287,14 @@ func displayURL(raw string) string {
 	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
 }
 
-// poolAdmin serves the routes of one pool through its live handler.
+// poolAdmin serves the routes of one pool.
 type poolAdmin struct {
-	h *Handler
+	p *pool.Pool
 }
 
-func (ps poolAdmin) pool() *pool.Pool { return ps.h.pool }
+func (ps poolAdmin) pool() *pool.Pool { return ps.p }
+
+func (ps poolAdmin) name() string { return ps.p.Name() }
 
 func (ps poolAdmin) views() []authView {
 	now := clock.Now()
@@ -318,11 +323,11 @@ func (ps poolAdmin) get(w http.ResponseWriter, id string) error {
 }
 
 func (ps poolAdmin) unknownAuth(id string) error {
-	return apiError(http.StatusNotFound, "pool %q has no credential %q", ps.h.Pool, id)
+	return apiError(http.StatusNotFound, "pool %q has no credential %q", ps.name(), id)
 }
 
 func (ps poolAdmin) inlineConflict(id string) error {
-	return apiError(http.StatusConflict, "credential %q of pool %q is declared in the config (inline); change it there and reload", id, ps.h.Pool)
+	return apiError(http.StatusConflict, "credential %q of pool %q is declared in the config (inline); change it there and reload", id, ps.name())
 }
 
 // add stores a new credential and puts it into the pool at once.
@@ -341,17 +346,17 @@ func (ps poolAdmin) add(w http.ResponseWriter, r *http.Request) error {
 	if ps.pool().IsInline(id) {
 		return ps.inlineConflict(id)
 	}
-	if _, ok := ps.pool().Get(id); ok || ps.storedRecordExists(r.Context(), id) {
-		return apiError(http.StatusConflict, "credential %q already exists in pool %q; change it with PATCH or DELETE it first", id, ps.h.Pool)
+	if _, ok := ps.pool().Get(id); ok || ps.pool().HasRecord(r.Context(), id) {
+		return apiError(http.StatusConflict, "credential %q already exists in pool %q; change it with PATCH or DELETE it first", id, ps.name())
 	}
 	a, err := auth.Parse(id, doc)
 	if err != nil {
 		return apiError(http.StatusBadRequest, "%v", err)
 	}
-	if err := ps.h.saveStored(r.Context(), a); err != nil {
+	if err := ps.pool().Save(r.Context(), a); err != nil {
 		return apiError(http.StatusInternalServerError, "saving credential %q: %v", id, err)
 	}
-	adminLogger().Info("credential added", zap.String("pool", ps.h.Pool), zap.String("auth", id))
+	adminLogger().Info("credential added", zap.String("pool", ps.name()), zap.String("auth", id))
 	v, _ := ps.view(id)
 	return writeJSON(w, http.StatusCreated, v)
 }
@@ -405,10 +410,10 @@ func (ps poolAdmin) patch(w http.ResponseWriter, r *http.Request, id string) err
 	}
 	// Installing the record drops the bindings of a credential that is now
 	// disabled.
-	if err := ps.h.saveStored(r.Context(), a); err != nil {
+	if err := ps.pool().Save(r.Context(), a); err != nil {
 		return apiError(http.StatusInternalServerError, "saving credential %q: %v", id, err)
 	}
-	adminLogger().Info("credential changed", zap.String("pool", ps.h.Pool), zap.String("auth", id),
+	adminLogger().Info("credential changed", zap.String("pool", ps.name()), zap.String("auth", id),
 		zap.Bool("disabled", a.Disabled), zap.Int("priority", a.Priority), zap.Int("weight", a.EffectiveWeight()))
 	v, _ := ps.view(id)
 	return writeJSON(w, http.StatusOK, v)
@@ -422,25 +427,15 @@ func (ps poolAdmin) delete(w http.ResponseWriter, r *http.Request, id string) er
 		return ps.inlineConflict(id)
 	}
 	_, inPool := ps.pool().Get(id)
-	if !inPool && !ps.storedRecordExists(r.Context(), id) {
+	if !inPool && !ps.pool().HasRecord(r.Context(), id) {
 		return ps.unknownAuth(id)
 	}
 	dropped := ps.pool().Sessions.CountByAuth()[id]
-	if err := ps.h.deleteStored(r.Context(), id); err != nil {
+	if err := ps.pool().Delete(r.Context(), id); err != nil {
 		return apiError(http.StatusInternalServerError, "deleting credential %q: %v", id, err)
 	}
-	adminLogger().Info("credential deleted", zap.String("pool", ps.h.Pool), zap.String("auth", id))
+	adminLogger().Info("credential deleted", zap.String("pool", ps.name()), zap.String("auth", id))
 	return writeJSON(w, http.StatusOK, map[string]any{"id": id, "deleted": true, "sessions_dropped": dropped})
-}
-
-// storedRecordExists reports whether storage holds a record named id,
-// whether or not it parses. It is false for stores other than CaddyStore.
-func (ps poolAdmin) storedRecordExists(ctx context.Context, id string) bool {
-	cs, ok := ps.h.store.(*auth.CaddyStore)
-	if !ok || auth.ValidateID(id) != nil {
-		return false
-	}
-	return cs.Storage.Exists(ctx, cs.Key(id))
 }
 
 func (ps poolAdmin) reset(w http.ResponseWriter, id string) error {
@@ -449,7 +444,7 @@ func (ps poolAdmin) reset(w http.ResponseWriter, id string) error {
 		return ps.unknownAuth(id)
 	}
 	c.Reset()
-	adminLogger().Info("credential cooldowns cleared", zap.String("pool", ps.h.Pool), zap.String("auth", id))
+	adminLogger().Info("credential cooldowns cleared", zap.String("pool", ps.name()), zap.String("auth", id))
 	v, _ := ps.view(id)
 	return writeJSON(w, http.StatusOK, v)
 }
@@ -491,18 +486,15 @@ type skippedRecord struct {
 // rescan lists storage now, as the periodic rescan does, and reports what
 // it found.
 func (ps poolAdmin) rescan(w http.ResponseWriter, r *http.Request) error {
-	h := ps.h
-	conflicts, ok := h.loadStored(r.Context())
-	if !ok {
-		return apiError(http.StatusInternalServerError, "listing credentials in storage failed (see Caddy's log); pool %q keeps its current ones", h.Pool)
+	found, err := ps.pool().Rescan(r.Context())
+	if err != nil {
+		// The reason may name storage internals: it goes to Caddy's log.
+		return apiError(http.StatusInternalServerError, "listing credentials in storage failed (see Caddy's log); pool %q keeps its current ones", ps.name())
 	}
-	res := rescanResult{Skipped: []skippedRecord{}, Conflicts: conflicts}
-	liveMu.Lock()
-	res.Stored = len(h.stored) - len(conflicts)
-	for key, msg := range h.badRecords {
-		res.Skipped = append(res.Skipped, skippedRecord{Key: key, Error: msg})
+	res := rescanResult{Stored: found.Stored, Skipped: []skippedRecord{}, Conflicts: found.Conflicts}
+	for _, b := range found.Skipped {
+		res.Skipped = append(res.Skipped, skippedRecord{Key: b.Key, Error: b.Err.Error()})
 	}
-	liveMu.Unlock()
 	sort.Slice(res.Skipped, func(i, j int) bool { return res.Skipped[i].Key < res.Skipped[j].Key })
 	return writeJSON(w, http.StatusOK, res)
 }

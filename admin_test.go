@@ -1,6 +1,7 @@
 package llmproxy
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,31 +24,42 @@ import (
 	"github.com/caddy-llm-proxy/llmproxy/internal/pool"
 )
 
-// adminFixture is a live handler of one pool with file storage in a temp
-// dir, as the admin API sees it after Provision.
+// adminFixture is a pool with one attached config whose records live in
+// file storage in a temp dir, as the admin API sees it once Caddy serves
+// the config.
 type adminFixture struct {
-	h    *Handler
+	name string
+	p    *pool.Pool
 	root string
 }
 
 func newAdminFixture(t *testing.T, name, secret string, inline ...*auth.Auth) *adminFixture {
 	t.Helper()
 	root := t.TempDir()
-	h := &Handler{Pool: name, ManagementSecret: secret, logger: zap.NewNop(), storeMu: new(sync.Mutex)}
-	h.pool = pool.Acquire(name)
-	h.store = auth.NewCaddyStore(&certmagic.FileStorage{Path: root}, "llm_proxy/"+name+"/auths")
-	h.inline = inline
-	h.pool.SetMembers(inline, nil)
-	registerLive(h)
-	t.Cleanup(func() {
-		unregisterLive(h)
-		pool.Release(name)
+	return attachFixture(t, name, secret, &certmagic.FileStorage{Path: root}, root, inline...)
+}
+
+// attachFixture attaches a config of pool name with its records in
+// storage s (a file storage rooted at root).
+func attachFixture(t *testing.T, name, secret string, s certmagic.Storage, root string, inline ...*auth.Auth) *adminFixture {
+	t.Helper()
+	a, err := pool.Attach(context.Background(), name, pool.Config{
+		Owner:            t.Name(),
+		Inline:           inline,
+		Store:            auth.NewCaddyStore(s, "llm_proxy/"+name+"/auths"),
+		ManagementSecret: secret,
+		Logger:           zap.NewNop(),
 	})
-	return &adminFixture{h: h, root: root}
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Serve()
+	t.Cleanup(a.Detach)
+	return &adminFixture{name: name, p: a.Pool(), root: root}
 }
 
 func (f *adminFixture) recordPath(id string) string {
-	return filepath.Join(f.root, "llm_proxy", f.h.Pool, "auths", filepath.FromSlash(id)+".json")
+	return filepath.Join(f.root, "llm_proxy", f.name, "auths", filepath.FromSlash(id)+".json")
 }
 
 // adminCall sends one request to the admin API as Caddy's admin server
@@ -281,10 +292,7 @@ var adminTestSecrets = []string{
 }
 
 func TestAdminNeverShowsSecrets(t *testing.T) {
-	f := newAdminFixture(t, "unit-mask", "", &auth.Auth{
-		ID: "inline-1", Provider: auth.ProviderClaude, APIKey: adminTestSecrets[0], Inline: true,
-		Headers: map[string]string{"X-Extra": adminTestSecrets[4]},
-	})
+	f := newAdminFixture(t, "unit-mask", "", &auth.Auth{ID: "inline-1", Provider: "claude", APIKey: adminTestSecrets[0], Headers: map[string]string{"X-Extra": adminTestSecrets[4]}, Inline: true})
 	base := "/llm_proxy/pools/unit-mask"
 	var bodies []string
 	call := func(method, path, body string, status int) *httptest.ResponseRecorder {
@@ -359,10 +367,8 @@ func TestAdminNeverShowsSecrets(t *testing.T) {
 }
 
 func TestAdminStoredCredentialLifecycle(t *testing.T) {
-	f := newAdminFixture(t, "unit-crud", "", &auth.Auth{
-		ID: "inline-1", Provider: auth.ProviderClaude, APIKey: "sk-ant-inline-key", Inline: true,
-	})
-	p := f.h.pool
+	f := newAdminFixture(t, "unit-crud", "", &auth.Auth{ID: "inline-1", Provider: "claude", APIKey: "sk-ant-inline-key", Inline: true})
+	p := f.p
 	base := "/llm_proxy/pools/unit-crud"
 	call := func(method, path, body string, status int) *httptest.ResponseRecorder {
 		t.Helper()
@@ -419,7 +425,7 @@ func TestAdminStoredCredentialLifecycle(t *testing.T) {
 
 	// Reset clears cooldowns, of inline credentials too.
 	inl, _ := p.Get("inline-1")
-	inl.RecordFailure("m", failure.Verdict{Action: failure.Failover, Scope: failure.ScopeAll}, f.h.policy(), clock.Now())
+	inl.RecordFailure("m", failure.Verdict{Action: failure.Failover, Scope: failure.ScopeAll}, failure.Policy{}.WithDefaults(), clock.Now())
 	if len(inl.Cooldowns(clock.Now())) == 0 {
 		t.Fatal("no cooldown recorded")
 	}
@@ -523,8 +529,8 @@ func TestSplitID(t *testing.T) {
 func TestAdminListBoundsCooldowns(t *testing.T) {
 	fake := clock.NewFake(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
 	t.Cleanup(clock.Install(fake.Now))
-	f := newAdminFixture(t, "unit-cooldown-list", "", &auth.Auth{ID: "c1", Provider: auth.ProviderClaude, APIKey: "sk-ant-c1-0123456789", Inline: true})
-	c, _ := f.h.pool.Get("c1")
+	f := newAdminFixture(t, "unit-cooldown-list", "", &auth.Auth{ID: "c1", Provider: "claude", APIKey: "sk-ant-c1-0123456789", Inline: true})
+	c, _ := f.p.Get("c1")
 	now := clock.Now()
 	policy := failure.Policy{}.WithDefaults()
 	c.RecordFailure("", failure.Verdict{Action: failure.Failover, Scope: failure.ScopeAll, Until: now.Add(time.Minute)}, policy, now)

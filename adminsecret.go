@@ -38,9 +38,10 @@ const (
 // comparisons in flight.
 var bcryptCompare = bcrypt.CompareHashAndPassword
 
-// checkManagementSecret admits a request to a pool's routes: always when
-// the pool has no management secret, else only with the right one and
-// from an address that is not locked out.
+// checkManagementSecret admits a request to the routes of pool poolName,
+// whose management secret is configured (placeholders not yet expanded):
+// always when it is "", else only with the right secret and from an
+// address that is not locked out.
 //
 // Every wrong secret counts against the client's address (see
 // lockoutKey), whichever pool it was for, and a right one does not clear
@@ -49,14 +50,14 @@ var bcryptCompare = bcrypt.CompareHashAndPassword
 // checked before any comparison, and a guess is admitted only while the
 // address has guesses left that are not already being compared, so
 // concurrent requests cannot slip extra guesses in.
-func checkManagementSecret(w http.ResponseWriter, r *http.Request, h *Handler) error {
-	if h.ManagementSecret == "" {
+func checkManagementSecret(w http.ResponseWriter, r *http.Request, poolName, configured string) error {
+	if configured == "" {
 		return nil
 	}
-	secret := caddy.NewReplacer().ReplaceKnown(h.ManagementSecret, "")
+	secret := caddy.NewReplacer().ReplaceKnown(configured, "")
 	if secret == "" {
 		// Fail closed: an unset {env.*} must not open the pool.
-		return apiError(http.StatusForbidden, "the management_secret of pool %q is empty after placeholder expansion; every request is refused until it is set", h.Pool)
+		return apiError(http.StatusForbidden, "the management_secret of pool %q is empty after placeholder expansion; every request is refused until it is set", poolName)
 	}
 	addr := lockoutKey(r)
 	now := clock.Now()
@@ -66,7 +67,7 @@ func checkManagementSecret(w http.ResponseWriter, r *http.Request, h *Handler) e
 	presented, ok := bearerToken(r)
 	if !ok {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="llm_proxy"`)
-		return apiError(http.StatusUnauthorized, "pool %q needs its management secret: send \"Authorization: Bearer <secret>\"", h.Pool)
+		return apiError(http.StatusUnauthorized, "pool %q needs its management secret: send \"Authorization: Bearer <secret>\"", poolName)
 	}
 
 	var res outcome
@@ -97,10 +98,10 @@ func checkManagementSecret(w http.ResponseWriter, r *http.Request, h *Handler) e
 		w.Header().Set("WWW-Authenticate", `Bearer realm="llm_proxy", error="invalid_token"`)
 		return apiError(http.StatusUnauthorized,
 			"wrong management secret for pool %q; too many wrong secrets from this address: locked out until %s, even with the right secret",
-			h.Pool, res.until.UTC().Format(time.RFC3339))
+			poolName, res.until.UTC().Format(time.RFC3339))
 	}
 	w.Header().Set("WWW-Authenticate", `Bearer realm="llm_proxy", error="invalid_token"`)
-	return apiError(http.StatusUnauthorized, "wrong management secret for pool %q", h.Pool)
+	return apiError(http.StatusUnauthorized, "wrong management secret for pool %q", poolName)
 }
 
 // compareBcrypt runs one bcrypt comparison in a reserved slot. refused is

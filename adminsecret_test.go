@@ -14,6 +14,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/caddy-llm-proxy/llmproxy/internal/clock"
+	"github.com/caddy-llm-proxy/llmproxy/internal/pool"
 )
 
 // freshLockouts gives the test its own lock-out table and a fake clock.
@@ -67,7 +68,7 @@ func TestLockoutConcurrentPlainGuesses(t *testing.T) {
 			req := httptest.NewRequest(http.MethodGet, "/llm_proxy/pools/unit-burst/auths", nil)
 			req.RemoteAddr = "203.0.113.10:999"
 			req.Header.Set("Authorization", fmt.Sprintf("Bearer guess-%d", i))
-			err := checkManagementSecret(httptest.NewRecorder(), req, mustLive(t, "unit-burst"))
+			err := checkManagementSecret(httptest.NewRecorder(), req, "unit-burst", mustSecret(t, "unit-burst"))
 			codes <- statusOf(err)
 		}()
 	}
@@ -82,12 +83,17 @@ func TestLockoutConcurrentPlainGuesses(t *testing.T) {
 	}
 }
 
-func mustLive(t *testing.T, name string) *Handler {
-	h, ok := liveHandler(name)
+// mustSecret returns the configured management secret of pool name.
+func mustSecret(t *testing.T, name string) string {
+	p, ok := pool.Lookup(name)
 	if !ok {
-		t.Fatalf("no live handler for %s", name)
+		t.Fatalf("no pool %s", name)
 	}
-	return h
+	secret, ok := p.ManagementSecret()
+	if !ok {
+		t.Fatalf("pool %s has no config", name)
+	}
+	return secret
 }
 
 func statusOf(err error) int {

@@ -10,14 +10,15 @@
 package llmproxy
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"github.com/caddyserver/certmagic"
@@ -133,16 +134,11 @@ type Handler struct {
 	ManagementSecret string `json:"management_secret,omitempty"`
 
 	proxy      *handler.Proxy
+	attachment *pool.Attachment // this config's use of the pool
 	pool       *pool.Pool
-	inline     []*auth.Auth
-	stored     []*auth.Auth      // guarded by liveMu
-	badRecords map[string]string // storage key → parse error already logged; guarded by liveMu
-	store      auth.Store
 	transports *transports
 	logger     *zap.Logger
 	registry   *prometheus.Registry
-	stopRescan func()
-	storeMu    *sync.Mutex // serialises storage listings and admin writes
 }
 
 // Routing chooses credentials.
@@ -209,18 +205,12 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// configPools tracks the pool names of each config being loaded (keyed by
-// the config's metrics registry, which is unique per config) so a duplicate
-// name is a clear error.
-var (
-	configPoolsMu sync.Mutex
-	configPools   = map[*prometheus.Registry]map[string]bool{}
-)
-
-// Provision sets up the handler.
+// Provision sets up the handler and attaches its config to the pool (see
+// package pool): the pool's credentials become this config's at once, and
+// its background work (storage rescans, binding sweeps) starts once Caddy
+// has started the config.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
-	h.storeMu = new(sync.Mutex)
 	repl := caddy.NewReplacer()
 	if h.Pool == "" {
 		h.Pool = DefaultPool
@@ -229,21 +219,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if !validPoolName(h.Pool) {
 		return fmt.Errorf("bad pool name %q: use letters, digits, '.', '_' and '-' (it names the storage prefix and admin routes)", h.Pool)
 	}
-
 	h.registry = ctx.GetMetricsRegistry()
-	configPoolsMu.Lock()
-	names := configPools[h.registry]
-	if names == nil {
-		names = map[string]bool{}
-		configPools[h.registry] = names
-	}
-	dup := names[h.Pool]
-	names[h.Pool] = true
-	configPoolsMu.Unlock()
-	if dup {
-		h.registry = nil // not ours to clear
-		return fmt.Errorf("pool %q is used by more than one llm_proxy handler in this config; give each handler its own pool name", h.Pool)
-	}
 
 	inline, err := h.inlineAuths(repl)
 	if err != nil {
@@ -264,11 +240,24 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.provisionTransport(ctx); err != nil {
 		return err
 	}
-	if err := h.provisionStore(ctx, repl); err != nil {
+	store, err := h.provisionStore(ctx, repl)
+	if err != nil {
 		return err
 	}
 
-	h.pool = pool.Acquire(h.Pool)
+	h.attachment, err = pool.Attach(ctx, h.Pool, pool.Config{
+		Owner:            h.registry, // unique per config
+		Inline:           inline,
+		Store:            store,
+		ManagementSecret: h.ManagementSecret,
+		Logger:           h.logger,
+		BindingTTL:       h.bindingTTL(),
+		RescanInterval:   h.rescanInterval(),
+	})
+	if err != nil {
+		return err
+	}
+	h.pool = h.attachment.Pool()
 	if affinity {
 		affinitySel := &selector.Affinity{Strategy: strategy, Bindings: h.pool.Sessions}
 		h.proxy = h.newProxy(strategy, affinitySel, access)
@@ -276,21 +265,49 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.proxy = h.newProxy(strategy, nil, access)
 	}
 	h.proxy.ForwardHeaders = forward
+	h.serveWhenStarted(ctx)
+	return nil
+}
 
-	stored, _ := h.listStored(ctx)
-	for _, a := range stored {
-		for _, ia := range inline {
-			if ia.ID == a.ID {
-				return fmt.Errorf("auth %q is declared inline and also exists in storage at %s; remove one of them",
-					a.ID, h.store.(*auth.CaddyStore).Key(a.ID))
-			}
+// serveWhenStarted tells the pool that this config serves once Caddy has
+// started it (Caddy's "started" event), so that `caddy validate` and a
+// refused reload start no background work. Should the event be
+// unavailable, the config counts as serving at once.
+func (h *Handler) serveWhenStarted(ctx caddy.Context) {
+	app, err := ctx.App("events")
+	if err == nil {
+		events, ok := app.(*caddyevents.App)
+		if !ok {
+			err = fmt.Errorf("events app is %T", app)
+		} else if err = events.On("started", startedHook(h.attachment.Serve)); err == nil {
+			return
 		}
 	}
-	h.inline, h.stored = inline, stored
-	h.applyToPool()
-	registerLive(h)
-	h.startRescan()
+	h.logger.Warn("cannot wait for the config to start; starting background work now", zap.Error(err))
+	h.attachment.Serve()
+}
+
+// startedHook runs a function on Caddy's "started" event.
+type startedHook func()
+
+// Handle implements caddyevents.Handler.
+func (f startedHook) Handle(context.Context, caddy.Event) error {
+	f()
 	return nil
+}
+
+func (h *Handler) bindingTTL() time.Duration {
+	if h.Routing != nil && h.Routing.SessionAffinityTTL > 0 {
+		return time.Duration(h.Routing.SessionAffinityTTL)
+	}
+	return DefaultAffinityTTL
+}
+
+func (h *Handler) rescanInterval() time.Duration {
+	if h.RescanInterval != nil {
+		return time.Duration(*h.RescanInterval)
+	}
+	return DefaultRescanInterval
 }
 
 func (h *Handler) newProxy(strategy selector.Strategy, affinity *selector.Affinity, access []access.AccessProvider) *handler.Proxy {
@@ -301,7 +318,7 @@ func (h *Handler) newProxy(strategy selector.Strategy, affinity *selector.Affini
 	p := &handler.Proxy{
 		Pool:       h.pool,
 		Strategy:   strategy,
-		Policy:     h.policy(),
+		Policy:     h.cooldownPolicy().WithDefaults(),
 		MaxBody:    maxBody,
 		Access:     access,
 		Transports: h.transports,
@@ -319,18 +336,20 @@ func (h *Handler) newProxy(strategy selector.Strategy, affinity *selector.Affini
 	return p
 }
 
-func (h *Handler) policy() failure.Policy {
-	var p failure.Policy
-	if c := h.Cooldown; c != nil {
-		p = failure.Policy{
-			RateLimit:     time.Duration(c.RateLimit),
-			RateLimitMax:  time.Duration(c.RateLimitMax),
-			AuthFailure:   time.Duration(c.AuthFailure),
-			ModelNotFound: time.Duration(c.ModelNotFound),
-			ServerError:   time.Duration(c.ServerError),
-		}
+// cooldownPolicy is the cooldown block as configured, zero fields taking
+// their defaults only through WithDefaults.
+func (h *Handler) cooldownPolicy() failure.Policy {
+	c := h.Cooldown
+	if c == nil {
+		return failure.Policy{}
 	}
-	return p.WithDefaults()
+	return failure.Policy{
+		RateLimit:     time.Duration(c.RateLimit),
+		RateLimitMax:  time.Duration(c.RateLimitMax),
+		AuthFailure:   time.Duration(c.AuthFailure),
+		ModelNotFound: time.Duration(c.ModelNotFound),
+		ServerError:   time.Duration(c.ServerError),
+	}
 }
 
 // provisionAccess loads the access providers; the legacy api_keys list
@@ -399,20 +418,20 @@ func (h *Handler) provisionTransport(ctx caddy.Context) error {
 	return nil
 }
 
-func (h *Handler) provisionStore(ctx caddy.Context, repl *caddy.Replacer) error {
+func (h *Handler) provisionStore(ctx caddy.Context, repl *caddy.Replacer) (auth.Store, error) {
 	var storage certmagic.Storage
 	if h.StorageRaw != nil {
 		mod, err := ctx.LoadModule(h, "StorageRaw")
 		if err != nil {
-			return fmt.Errorf("loading storage: %v", err)
+			return nil, fmt.Errorf("loading storage: %v", err)
 		}
 		sc, ok := mod.(caddy.StorageConverter)
 		if !ok {
-			return fmt.Errorf("storage module %T is not a Caddy storage", mod)
+			return nil, fmt.Errorf("storage module %T is not a Caddy storage", mod)
 		}
 		storage, err = sc.CertMagicStorage()
 		if err != nil {
-			return fmt.Errorf("creating storage: %v", err)
+			return nil, fmt.Errorf("creating storage: %v", err)
 		}
 	} else {
 		storage = ctx.Storage()
@@ -421,8 +440,7 @@ func (h *Handler) provisionStore(ctx caddy.Context, repl *caddy.Replacer) error 
 	if prefix == "" {
 		prefix = "llm_proxy/" + h.Pool + "/auths"
 	}
-	h.store = auth.NewCaddyStore(storage, prefix)
-	return nil
+	return auth.NewCaddyStore(storage, prefix), nil
 }
 
 // validPoolName reports whether a pool name is safe in storage keys and
@@ -449,7 +467,16 @@ func (h *Handler) Validate() error {
 	if h.Retry != nil && h.Retry.MaxAttempts < 0 {
 		return fmt.Errorf("retry.max_attempts must not be negative")
 	}
-	return nil
+	if h.Retry != nil && h.Retry.WaitForCooldown < 0 {
+		return fmt.Errorf("retry.wait_for_cooldown must not be negative")
+	}
+	if h.RescanInterval != nil && *h.RescanInterval < 0 {
+		return fmt.Errorf("rescan_interval must not be negative (0 turns rescans off)")
+	}
+	if h.Routing != nil && h.Routing.SessionAffinityTTL < 0 {
+		return fmt.Errorf("routing.session_affinity_ttl must not be negative")
+	}
+	return h.cooldownPolicy().Validate()
 }
 
 // ServeHTTP serves a request; it never calls next.
@@ -457,21 +484,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	return h.proxy.ServeHTTP(w, r)
 }
 
-// Cleanup releases the pool; its state lives on while another config uses
-// the same pool name. Requests still being served by this config keep
-// working: only background work stops.
+// Cleanup detaches the config from the pool; the pool's state lives on
+// while another config uses the same pool name, and when this config was
+// refused, the running one's credentials are restored. Requests still
+// being served by this config keep working: only background work stops.
 func (h *Handler) Cleanup() error {
-	if h.stopRescan != nil {
-		h.stopRescan()
-	}
-	unregisterLive(h)
-	if h.pool != nil {
-		pool.Release(h.Pool)
-	}
-	if h.registry != nil {
-		configPoolsMu.Lock()
-		delete(configPools, h.registry)
-		configPoolsMu.Unlock()
+	if h.attachment != nil {
+		h.attachment.Detach()
 	}
 	if h.transports != nil {
 		h.transports.close()

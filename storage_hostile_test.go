@@ -8,11 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/caddyserver/certmagic"
 
 	"github.com/caddy-llm-proxy/llmproxy/internal/auth"
+	"github.com/caddy-llm-proxy/llmproxy/internal/pool"
 )
 
 // brokenStorage is a file storage that can be made to fail listings and
@@ -42,9 +44,9 @@ func (b *brokenStorage) Load(ctx context.Context, key string) ([]byte, error) {
 // demand, holding the stored credentials a and team/b.
 func newBrokenFixture(t *testing.T, name string) (*adminFixture, *brokenStorage) {
 	t.Helper()
-	f := newAdminFixture(t, name, "")
-	bs := &brokenStorage{FileStorage: &certmagic.FileStorage{Path: f.root}}
-	f.h.store = auth.NewCaddyStore(bs, "llm_proxy/"+name+"/auths")
+	root := t.TempDir()
+	bs := &brokenStorage{FileStorage: &certmagic.FileStorage{Path: root}}
+	f := attachFixture(t, name, "", bs, root)
 	for _, id := range []string{"a", "team/b"} {
 		body := `{"id":"` + id + `","provider":"claude","api_key":"sk-ant-` + id + `-0123456789"}`
 		wantStatus(t, adminCall(t, testRemote, http.MethodPost, "/llm_proxy/pools/"+name+"/auths", body, nil), http.StatusCreated)
@@ -54,7 +56,7 @@ func newBrokenFixture(t *testing.T, name string) (*adminFixture, *brokenStorage)
 
 func poolIDs(f *adminFixture) []string {
 	var ids []string
-	for _, c := range f.h.pool.Credentials() {
+	for _, c := range f.p.Credentials() {
 		ids = append(ids, c.ID())
 	}
 	return ids
@@ -69,17 +71,22 @@ func TestFailedListingKeepsMembers(t *testing.T) {
 
 	w := adminCall(t, testRemote, http.MethodPost, "/llm_proxy/pools/unit-list-fails/rescan", "", nil)
 	wantStatus(t, w, http.StatusInternalServerError)
+	if strings.Contains(w.Body.String(), "backend unavailable") {
+		t.Fatalf("the storage's own error reached the admin client: %s", w.Body)
+	}
 	if got := poolIDs(f); !reflect.DeepEqual(got, want) {
 		t.Fatalf("after a failed rescan the pool holds %v, want %v", got, want)
 	}
 
-	// What Provision of a reloaded config does with the listing.
-	stored, ok := f.h.listStored(context.Background())
-	if ok {
-		t.Fatal("listing reported ok")
+	// What Provision of a reloaded config does.
+	next, err := pool.Attach(context.Background(), "unit-list-fails", pool.Config{
+		Owner: "reloaded config",
+		Store: auth.NewCaddyStore(bs, "llm_proxy/unit-list-fails/auths"),
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
-	f.h.stored = stored
-	f.h.applyToPool()
+	defer next.Detach()
 	if got := poolIDs(f); !reflect.DeepEqual(got, want) {
 		t.Fatalf("after provisioning on a failed listing the pool holds %v, want %v", got, want)
 	}
@@ -94,7 +101,7 @@ func TestUnreadableKeysDoNotEmptyThePool(t *testing.T) {
 		t.Fatal(err)
 	}
 	bs.failLoad = map[string]bool{"llm_proxy/unit-list-unreadable/auths/a.json": true}
-	before, _ := f.h.pool.Get("a")
+	before, _ := f.p.Get("a")
 
 	w := adminCall(t, testRemote, http.MethodPost, "/llm_proxy/pools/unit-list-unreadable/rescan", "", nil)
 	wantStatus(t, w, http.StatusOK)
@@ -106,7 +113,7 @@ func TestUnreadableKeysDoNotEmptyThePool(t *testing.T) {
 	if got := poolIDs(f); !reflect.DeepEqual(got, []string{"a", "team/b"}) {
 		t.Fatalf("pool holds %v", got)
 	}
-	if after, _ := f.h.pool.Get("a"); after.Auth() != before.Auth() {
+	if after, _ := f.p.Get("a"); after.Auth() != before.Auth() {
 		t.Fatal("the unreadable record's current copy was replaced")
 	}
 }

@@ -1,8 +1,36 @@
-// Package pool owns the runtime state of each named credential pool: the
-// credentials with their cooldowns and counters, the strategies' cursors and
-// the session bindings. A pool lives in a process-wide caddy.UsagePool keyed
-// by its name, so everything in it survives config reloads for as long as
-// some loaded config uses the pool.
+// Package pool owns the state of each named credential pool: the
+// credentials with their cooldowns and counters, the strategies' cursors,
+// the session bindings, and the pool's lifecycle. A pool lives in a
+// process-wide caddy.UsagePool keyed by its name, so everything in it
+// survives config reloads for as long as some loaded config uses the pool.
+//
+// Lifecycle. Each loaded Caddy config that uses a pool attaches to it
+// ([Attach]) with its [Config]: inline credentials, the storage of its
+// records, management secret, logger, binding TTL and rescan interval. The
+// attached configs form a stack whose newest entry is the active one: its
+// credentials (inline and stored) are the pool's members, and its store is
+// the one that rescans and admin writes use. Caddy provisions a new config
+// before it cleans up the old one, so a reload attaches the new config on
+// top, and the old one's [Attachment.Detach] later just leaves the stack.
+// When a new config is refused after it attached, its Detach makes the
+// running config active again and re-applies that config's members: a
+// refused reload changes nothing.
+//
+// Background work (the session sweeper and one storage rescan loop per
+// pool) starts only when the active config serves ([Attachment.Serve],
+// called once Caddy has started the config), so `caddy validate` and a
+// refused reload start nothing. The rescan loop follows the active config
+// and stops when it changes or the pool is destroyed.
+//
+// What outlives a config holds nothing of it: a storage handle, logger or
+// secret is kept only in the Attachment of the config that brought it, and
+// leaves the pool with Detach. Everything else in a Pool (credentials,
+// cooldowns, bindings, the memory of bad records already warned about) is
+// plain data that any later config may take over.
+//
+// Reading a pool: the handler, the admin API and metrics look pools up
+// with [Lookup] or keep the *Pool their Attachment gives; they never reach
+// into a handler.
 package pool
 
 import (
@@ -23,12 +51,14 @@ import (
 // there is one per API family and model name seen.
 const maxSets = 4096
 
+// sweepInterval is how often expired session bindings are swept.
+const sweepInterval = time.Minute
+
 // pools holds every pool in use by any loaded config, keyed by name.
 var pools = caddy.NewUsagePool()
 
 // Pool is the state of one named pool shared by every config that uses the
-// name. It holds no config, logger or storage handle: those belong to the
-// handler of each config, which pushes its settings in on Provision.
+// name. Its lifecycle methods live in lifecycle.go and storage.go.
 type Pool struct {
 	name string
 
@@ -37,12 +67,25 @@ type Pool struct {
 	// Strategy is the strategies' memory (round-robin cursors, WRR weights).
 	Strategy *selector.State
 
+	// Members: the credentials and the eligible sets built over them.
 	mu      sync.RWMutex
 	creds   map[string]*Credential
 	inline  map[string]bool
 	stored  map[string]bool
 	version uint64
 	sets    map[setKey]*Eligible
+
+	// Lifecycle, guarded by life: the attached configs, newest (active)
+	// last, and the rescan loop of the active one.
+	life     sync.Mutex
+	attached []*Attachment
+	loop     *rescanLoop
+
+	// store serialises storage listings and admin writes, so a listing
+	// taken before a write never undoes it; it also guards warned. Lock
+	// order: store, life, mu.
+	store  sync.Mutex
+	warned map[string]string // storage key → problem already logged
 }
 
 type setKey struct {
@@ -60,15 +103,21 @@ type Eligible struct {
 // Destruct stops the pool's background work when the last config using it
 // is cleaned up.
 func (p *Pool) Destruct() error {
+	p.life.Lock()
+	wait := p.stopLoop()
+	p.life.Unlock()
+	wait()
 	p.Sessions.Stop()
 	return nil
 }
 
 // Acquire returns the pool named name, creating it when no loaded config uses
-// it yet. Every Acquire must be paired with a Release.
+// it yet. Every Acquire must be paired with a Release. Configs use [Attach],
+// which acquires the pool; Acquire alone gives a pool without a config, whose
+// members are set with SetMembers (tests do that).
 func Acquire(name string) *Pool {
 	v, _, _ := pools.LoadOrNew(name, func() (caddy.Destructor, error) {
-		p := &Pool{
+		return &Pool{
 			name:     name,
 			Sessions: session.NewCache(session.Options{Now: clock.Now}),
 			Strategy: selector.NewState(),
@@ -76,9 +125,7 @@ func Acquire(name string) *Pool {
 			inline:   make(map[string]bool),
 			stored:   make(map[string]bool),
 			sets:     make(map[setKey]*Eligible),
-		}
-		p.Sessions.Start(time.Minute)
-		return p, nil
+		}, nil
 	})
 	return v.(*Pool)
 }
@@ -115,11 +162,12 @@ func Names() []string {
 // Name returns the pool's name.
 func (p *Pool) Name() string { return p.name }
 
-// SetMembers makes inline and stored the pool's credentials, as a newly
-// provisioned config sees them. Credentials that stay keep their cooldowns
-// and counters. Bindings to credentials that left are not dropped here (the
-// config may still fail to load); call DropStaleBindings once the config
-// serves.
+// SetMembers makes inline and stored the pool's credentials. Credentials
+// that stay keep their cooldowns and counters. Bindings to credentials that
+// left are not dropped here: a config that attaches may still be refused,
+// so they go once the config serves ([Attachment.Serve]). An attached
+// config's members are set by the pool itself; call SetMembers only on a
+// pool without configs.
 func (p *Pool) SetMembers(inline, stored []*auth.Auth) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -136,31 +184,21 @@ func (p *Pool) SetMembers(inline, stored []*auth.Auth) {
 	}
 }
 
-// SetStored replaces the pool's stored credentials with the ones just listed
-// from storage and drops bindings to credentials that left or were disabled.
-// Records whose ID is declared inline are skipped and returned, so the
-// caller can warn about them.
-func (p *Pool) SetStored(auths []*auth.Auth) (conflicts []string) {
+// setStored replaces the pool's stored credentials with auths (none of
+// them declared inline) and drops bindings to credentials that left or
+// were disabled.
+func (p *Pool) setStored(auths []*auth.Auth) {
 	p.mu.Lock()
-	kept := auths[:0:0]
-	for _, a := range auths {
-		if p.inline[a.ID] {
-			conflicts = append(conflicts, a.ID)
-			continue
-		}
-		kept = append(kept, a)
-	}
-	ids := idSet(kept)
-	changed := p.replace(kept, ids, p.stored)
+	ids := idSet(auths)
+	changed := p.replace(auths, ids, p.stored)
 	p.stored = ids
 	if changed {
 		p.changed()
 	}
 	p.mu.Unlock()
 	if changed {
-		p.DropStaleBindings()
+		p.dropStaleBindings()
 	}
-	return conflicts
 }
 
 func idSet(auths []*auth.Auth) map[string]bool {
@@ -171,10 +209,9 @@ func idSet(auths []*auth.Auth) map[string]bool {
 	return ids
 }
 
-// StoredAuths returns the records of the pool's stored credentials, sorted
-// by ID: what a config provisioned while storage cannot be listed keeps
-// serving.
-func (p *Pool) StoredAuths() []*auth.Auth {
+// storedAuths returns the records of the pool's stored credentials, sorted
+// by ID.
+func (p *Pool) storedAuths() []*auth.Auth {
 	p.mu.RLock()
 	out := make([]*auth.Auth, 0, len(p.stored))
 	for id := range p.stored {
@@ -187,18 +224,20 @@ func (p *Pool) StoredAuths() []*auth.Auth {
 	return out
 }
 
-// PutStored adds or replaces one stored credential (after an admin write).
+// PutStored adds or replaces one stored credential in memory and drops the
+// bindings of a credential now disabled. [Pool.Save] writes to storage and
+// then calls it; tests use it on pools without configs.
 func (p *Pool) PutStored(a *auth.Auth) {
 	p.mu.Lock()
 	p.stored[a.ID] = true
 	p.upsert(a)
 	p.changed()
 	p.mu.Unlock()
-	p.DropStaleBindings()
+	p.dropStaleBindings()
 }
 
-// RemoveStored removes one stored credential and drops its bindings.
-func (p *Pool) RemoveStored(id string) bool {
+// removeStored removes one stored credential and drops its bindings.
+func (p *Pool) removeStored(id string) bool {
 	p.mu.Lock()
 	if !p.stored[id] {
 		p.mu.Unlock()
@@ -239,9 +278,9 @@ func (p *Pool) replace(auths []*auth.Auth, ids, old map[string]bool) bool {
 	return changed
 }
 
-// DropStaleBindings drops session bindings to credentials that left the
+// dropStaleBindings drops session bindings to credentials that left the
 // pool or are disabled. Must not hold p.mu.
-func (p *Pool) DropStaleBindings() {
+func (p *Pool) dropStaleBindings() {
 	p.Sessions.Retain(func(id string) bool {
 		c, ok := p.Get(id)
 		return ok && !c.Auth().Disabled

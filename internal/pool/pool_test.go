@@ -10,7 +10,8 @@ import (
 )
 
 func rec(id, provider string, opts ...func(*auth.Auth)) *auth.Auth {
-	a := &auth.Auth{ID: id, Provider: provider, APIKey: "k-" + id}
+	a := &auth.Auth{ID: id}
+	a.Provider, a.APIKey = provider, "k-"+id
 	for _, o := range opts {
 		o(a)
 	}
@@ -105,11 +106,11 @@ func TestMembershipKeepsStateAndEligibleSets(t *testing.T) {
 	if e := p.Eligible(apifamily.Anthropic, "m"); e.Set.Len() != 1 || e.Set.At(0).ID != "c1" {
 		t.Fatalf("eligible after the change: %d", e.Set.Len())
 	}
-	// Bindings go only once the new config serves.
+	// Bindings stay until a config serves (see lifecycle_test.go).
 	if p.Sessions.Len() != 2 {
-		t.Fatal("bindings dropped before the config served")
+		t.Fatal("bindings dropped by SetMembers")
 	}
-	p.DropStaleBindings()
+	p.dropStaleBindings()
 	if _, ok := p.Sessions.Get("s1", "m"); ok {
 		t.Fatal("binding to a removed credential survived")
 	}
@@ -117,16 +118,14 @@ func TestMembershipKeepsStateAndEligibleSets(t *testing.T) {
 		t.Fatal("binding to a staying credential dropped")
 	}
 
-	// Rescans: stored records whose ID is inline are refused.
-	if conflicts := p.SetStored([]*auth.Auth{rec("c1", "claude"), rec("c4", "claude")}); len(conflicts) != 1 || conflicts[0] != "c1" {
-		t.Fatalf("conflicts %v", conflicts)
-	}
+	// Stored members come and go without touching inline ones.
+	p.setStored([]*auth.Auth{rec("c4", "claude")})
 	if !p.IsInline("c1") || p.IsInline("c4") {
 		t.Fatal("IsInline wrong")
 	}
 	p.PutStored(rec("c5", "claude"))
-	if !p.RemoveStored("c5") || p.RemoveStored("c1") {
-		t.Fatal("RemoveStored must remove stored and refuse inline credentials")
+	if !p.removeStored("c5") || p.removeStored("c1") {
+		t.Fatal("removeStored must remove stored and refuse inline credentials")
 	}
 	total, enabled, available := p.Availability(now)
 	if total != 2 || enabled != 2 || available != 1 { // c1 (cooling) and c4

@@ -1,0 +1,268 @@
+package pool
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-llm-proxy/llmproxy/internal/auth"
+)
+
+// Config is what one loaded Caddy config says about a pool: the settings
+// of the llm_proxy handler that uses it. The pool keeps it, with the
+// storage handle and logger in it, only while the config is attached.
+type Config struct {
+	// Owner identifies the Caddy config: any comparable value that is the
+	// same for every handler of one config and differs between configs
+	// (llm_proxy uses the config's metrics registry). A config attaches a
+	// pool at most once, so two handlers of one config cannot share a
+	// pool name.
+	Owner any
+	// Inline are the credentials declared in the config.
+	Inline []*auth.Auth
+	// Store holds the stored credential records; nil means none.
+	Store auth.Store
+	// ManagementSecret protects the pool's admin routes, as configured
+	// (placeholders not yet expanded); "" for none.
+	ManagementSecret string
+	// Logger gets the pool's warnings while the config is active.
+	// Default: no logging.
+	Logger *zap.Logger
+	// BindingTTL is how long an idle session binding lives; zero or less
+	// is the session cache's default.
+	BindingTTL time.Duration
+	// RescanInterval is how often Store is listed again while the config
+	// is active and serving; zero or less turns rescans off.
+	RescanInterval time.Duration
+}
+
+// Attachment is one config's use of a pool, from [Attach] to
+// [Attachment.Detach].
+type Attachment struct {
+	pool *Pool
+	cfg  Config
+
+	// Guarded by pool.life.
+	stored   []*auth.Auth // the config's stored records as last listed or written, sorted by ID
+	serving  bool
+	detached bool
+}
+
+// Attach attaches a config to the pool named name, creating the pool when
+// no loaded config uses it yet, and makes the config the pool's active
+// one: its inline credentials and the records listed from its store (see
+// [Pool.Rescan] for how a failed listing is handled) become the pool's
+// members, credentials that stay keeping their state. It fails when the
+// config already attached the pool, or when a stored record has the ID of
+// an inline credential. Background work waits for [Attachment.Serve].
+// Every Attachment must be detached.
+func Attach(ctx context.Context, name string, cfg Config) (*Attachment, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	p := Acquire(name)
+	a, err := p.attach(ctx, cfg)
+	if err != nil {
+		Release(name)
+		return nil, err
+	}
+	return a, nil
+}
+
+func (p *Pool) attach(ctx context.Context, cfg Config) (*Attachment, error) {
+	// Holding p.store makes attaches of one pool, listings and admin
+	// writes happen one at a time.
+	p.store.Lock()
+	a, stop, err := p.attachStored(ctx, cfg)
+	p.store.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	stop() // after unlocking: the stopped loop may be waiting for p.store
+	return a, nil
+}
+
+// attachStored lists cfg's store and pushes the config; stop waits for the
+// rescan loop of the previous active config to exit. Must hold p.store.
+func (p *Pool) attachStored(ctx context.Context, cfg Config) (a *Attachment, stop func(), err error) {
+	if p.attachedBy(cfg.Owner) {
+		return nil, nil, fmt.Errorf("pool %q is used by more than one llm_proxy handler in this config; give each handler its own pool name", p.name)
+	}
+	a = &Attachment{pool: p, cfg: cfg}
+	listed, bad, _ := p.list(ctx, a, p.storedAuths())
+	p.warn(cfg.Logger, bad, nil)
+	stored, conflicts := withoutInline(listed, cfg.Inline)
+	if len(conflicts) > 0 {
+		return nil, nil, fmt.Errorf("auth %q is declared inline and also exists in storage%s; remove one of them",
+			conflicts[0], whereStored(cfg.Store, conflicts[0]))
+	}
+	p.life.Lock()
+	defer p.life.Unlock()
+	a.stored = stored
+	p.attached = append(p.attached, a)
+	// The active config changed: the previous one's rescans stop, and this
+	// one's start when it serves.
+	stop = p.stopLoop()
+	p.apply(a)
+	return a, stop, nil
+}
+
+// attachedBy reports whether the config owner has attached p.
+func (p *Pool) attachedBy(owner any) bool {
+	p.life.Lock()
+	defer p.life.Unlock()
+	return slices.ContainsFunc(p.attached, func(a *Attachment) bool { return a.cfg.Owner == owner })
+}
+
+// Pool returns the pool a is attached to.
+func (a *Attachment) Pool() *Pool { return a.pool }
+
+// Serve reports that a's config serves requests: Caddy has started it.
+// When a is the active config, the pool drops the bindings to credentials
+// that left it and starts its background work. Calling Serve again does
+// nothing.
+func (a *Attachment) Serve() {
+	p := a.pool
+	p.life.Lock()
+	defer p.life.Unlock()
+	if a.serving || a.detached {
+		return
+	}
+	a.serving = true
+	if p.active() == a {
+		p.startBackground(a)
+	}
+}
+
+// Detach removes a's config from the pool, releasing the pool. When a was
+// the active config, its background work stops and the previous config
+// becomes active again: its members and binding TTL are applied, and its
+// background work restarts if it serves. Requests still being served
+// through the pool keep working. Calling Detach again does nothing.
+func (a *Attachment) Detach() {
+	p := a.pool
+	p.life.Lock()
+	if a.detached {
+		p.life.Unlock()
+		return
+	}
+	a.detached = true
+	wasActive := p.active() == a
+	p.attached = slices.DeleteFunc(p.attached, func(o *Attachment) bool { return o == a })
+	wait := func() {}
+	if wasActive {
+		wait = p.stopLoop()
+		if next := p.active(); next != nil {
+			next.cfg.Logger.Info("restoring the credentials and settings of the running config", zap.String("pool", p.name))
+			p.apply(next)
+			if next.serving {
+				p.startBackground(next)
+			}
+		}
+	}
+	p.life.Unlock()
+	wait()
+	Release(p.name)
+}
+
+// active returns the active config, nil when none is attached. Must hold
+// p.life.
+func (p *Pool) active() *Attachment {
+	if len(p.attached) == 0 {
+		return nil
+	}
+	return p.attached[len(p.attached)-1]
+}
+
+// activeConfig returns the active config. Must not hold p.life.
+func (p *Pool) activeConfig() (*Attachment, error) {
+	p.life.Lock()
+	defer p.life.Unlock()
+	a := p.active()
+	if a == nil {
+		return nil, fmt.Errorf("pool %q has no loaded config", p.name)
+	}
+	return a, nil
+}
+
+// apply makes a's credentials and binding TTL the pool's. Must hold
+// p.life.
+func (p *Pool) apply(a *Attachment) {
+	p.SetMembers(a.cfg.Inline, a.stored)
+	p.Sessions.SetTTL(a.cfg.BindingTTL)
+}
+
+// startBackground starts the pool's background work for a, the active
+// config, which serves: bindings to credentials that left the pool are
+// dropped, expired bindings are swept, and a's store is rescanned. Work
+// that must run only while a config serves (such as refreshing OAuth
+// tokens) starts here too. Must hold p.life.
+func (p *Pool) startBackground(a *Attachment) {
+	p.dropStaleBindings()
+	p.Sessions.Start(sweepInterval)
+	p.startLoop(a)
+}
+
+// ManagementSecret returns the management secret of the active config as
+// configured, "" when it has none; ok is false when no config is attached.
+func (p *Pool) ManagementSecret() (secret string, ok bool) {
+	p.life.Lock()
+	defer p.life.Unlock()
+	a := p.active()
+	if a == nil {
+		return "", false
+	}
+	return a.cfg.ManagementSecret, true
+}
+
+// newTicker makes the ticker of a rescan loop; tests replace it.
+var newTicker = func(d time.Duration) (<-chan time.Time, func()) {
+	t := time.NewTicker(d)
+	return t.C, t.Stop
+}
+
+// rescanLoop is the running rescan loop of a pool.
+type rescanLoop struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// startLoop lists a's store every RescanInterval until stopped. Must hold
+// p.life.
+func (p *Pool) startLoop(a *Attachment) {
+	if p.loop != nil || a.cfg.Store == nil || a.cfg.RescanInterval <= 0 {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &rescanLoop{cancel: cancel, done: make(chan struct{})}
+	p.loop = l
+	tick, stopTicker := newTicker(a.cfg.RescanInterval)
+	go func() {
+		defer close(l.done)
+		defer stopTicker()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick:
+				_, _ = p.rescan(ctx, a)
+			}
+		}
+	}()
+}
+
+// stopLoop stops the rescan loop. The returned function waits until the
+// loop has exited; call it after releasing p.life and p.store, which a
+// rescan in progress may be waiting for. Must hold p.life.
+func (p *Pool) stopLoop() (wait func()) {
+	l := p.loop
+	if l == nil {
+		return func() {}
+	}
+	p.loop = nil
+	l.cancel()
+	return func() { <-l.done }
+}
