@@ -391,9 +391,6 @@ func (ps poolAdmin) patch(w http.ResponseWriter, r *http.Request, id string) err
 	if p.Disabled == nil && p.Priority == nil && p.Weight == nil {
 		return apiError(http.StatusBadRequest, "nothing to change: set disabled, priority or weight")
 	}
-	if p.Weight != nil && (*p.Weight < 0 || *p.Weight > auth.MaxWeight) {
-		return apiError(http.StatusBadRequest, "weight %d out of range 0..%d", *p.Weight, auth.MaxWeight)
-	}
 	a := c.Auth().Clone()
 	if p.Disabled != nil {
 		a.Disabled = *p.Disabled

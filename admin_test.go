@@ -292,7 +292,7 @@ var adminTestSecrets = []string{
 }
 
 func TestAdminNeverShowsSecrets(t *testing.T) {
-	f := newAdminFixture(t, "unit-mask", "", &auth.Auth{ID: "inline-1", Provider: "claude", APIKey: adminTestSecrets[0], Headers: map[string]string{"X-Extra": adminTestSecrets[4]}, Inline: true})
+	f := newAdminFixture(t, "unit-mask", "", &auth.Auth{ID: "inline-1", Fields: auth.Fields{Provider: "claude", APIKey: adminTestSecrets[0], Headers: map[string]string{"X-Extra": adminTestSecrets[4]}}, Inline: true})
 	base := "/llm_proxy/pools/unit-mask"
 	var bodies []string
 	call := func(method, path, body string, status int) *httptest.ResponseRecorder {
@@ -367,7 +367,7 @@ func TestAdminNeverShowsSecrets(t *testing.T) {
 }
 
 func TestAdminStoredCredentialLifecycle(t *testing.T) {
-	f := newAdminFixture(t, "unit-crud", "", &auth.Auth{ID: "inline-1", Provider: "claude", APIKey: "sk-ant-inline-key", Inline: true})
+	f := newAdminFixture(t, "unit-crud", "", &auth.Auth{ID: "inline-1", Fields: auth.Fields{Provider: "claude", APIKey: "sk-ant-inline-key"}, Inline: true})
 	p := f.p
 	base := "/llm_proxy/pools/unit-crud"
 	call := func(method, path, body string, status int) *httptest.ResponseRecorder {
@@ -529,7 +529,7 @@ func TestSplitID(t *testing.T) {
 func TestAdminListBoundsCooldowns(t *testing.T) {
 	fake := clock.NewFake(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
 	t.Cleanup(clock.Install(fake.Now))
-	f := newAdminFixture(t, "unit-cooldown-list", "", &auth.Auth{ID: "c1", Provider: "claude", APIKey: "sk-ant-c1-0123456789", Inline: true})
+	f := newAdminFixture(t, "unit-cooldown-list", "", &auth.Auth{ID: "c1", Fields: auth.Fields{Provider: "claude", APIKey: "sk-ant-c1-0123456789"}, Inline: true})
 	c, _ := f.p.Get("c1")
 	now := clock.Now()
 	policy := failure.Policy{}.WithDefaults()

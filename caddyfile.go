@@ -13,7 +13,6 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
 
-	"github.com/caddy-llm-proxy/llmproxy/internal/auth"
 	"github.com/caddy-llm-proxy/llmproxy/internal/handler"
 	"github.com/caddy-llm-proxy/llmproxy/internal/selector"
 )
@@ -34,7 +33,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	llm_proxy [<matcher>] {
 //		pool <name>
 //		auth <id> {
-//			provider claude|openai|codex|gemini|openai_compatible
+//			provider claude|codex|gemini|openai|openai_compatible
 //			api_key <key>
 //			access_token <token>
 //			account_id <id>
@@ -215,11 +214,15 @@ func parseTransport(d *caddyfile.Dispenser) (json.RawMessage, error) {
 	return caddyconfig.JSONModuleObject(unm, "protocol", name, nil), nil
 }
 
-// parseAuth parses `auth <id> { ... }`.
+// parseAuth parses `auth <id> { ... }`. The credential is checked as a
+// whole by the rules every credential follows (auth.Auth.Validate, before
+// placeholders are expanded), and errors name the auth line.
 func parseAuth(d *caddyfile.Dispenser, ids map[string]bool) (*InlineAuth, error) {
 	if !d.NextArg() {
 		return nil, d.Errf("auth needs an ID: auth <id> { ... }")
 	}
+	at := caddyfile.NewDispenser([]caddyfile.Token{d.Token()}) // for errors about the whole block
+	at.Next()
 	a := &InlineAuth{ID: d.Val()}
 	if ids[a.ID] {
 		return nil, d.Errf("duplicate auth %q: auth IDs must be unique within a pool", a.ID)
@@ -237,87 +240,76 @@ func parseAuth(d *caddyfile.Dispenser, ids map[string]bool) (*InlineAuth, error)
 			}
 			seen[opt] = true
 		}
-		args := d.RemainingArgs()
-		one := func() (string, error) {
-			if len(args) != 1 {
-				return "", d.Errf("auth %q: %s takes exactly one value", a.ID, opt)
-			}
-			return args[0], nil
-		}
-		var err error
-		switch opt {
-		case "provider":
-			if a.Provider, err = one(); err != nil {
-				return nil, err
-			}
-			if !slices.Contains(auth.Providers(), a.Provider) {
-				return nil, d.Errf("auth %q: unknown provider %q; expected one of %s", a.ID, a.Provider, strings.Join(auth.Providers(), ", "))
-			}
-		case "api_key":
-			a.APIKey, err = one()
-		case "access_token":
-			a.AccessToken, err = one()
-		case "account_id":
-			a.AccountID, err = one()
-		case "base_url":
-			a.BaseURL, err = one()
-		case "proxy_url":
-			a.ProxyURL, err = one()
-		case "label":
-			a.Label, err = one()
-		case "models":
-			if len(args) == 0 {
-				return nil, d.Errf("auth %q: models needs at least one pattern", a.ID)
-			}
-			a.Models = append(a.Models, args...)
-		case "priority":
-			var v string
-			if v, err = one(); err == nil {
-				n, perr := strconv.Atoi(v)
-				if perr != nil {
-					return nil, d.Errf("auth %q: bad priority %q: want an integer", a.ID, v)
-				}
-				a.Priority = n
-			}
-		case "weight":
-			var v string
-			if v, err = one(); err == nil {
-				n, perr := strconv.Atoi(v)
-				if perr != nil || n < 0 || n > auth.MaxWeight {
-					return nil, d.Errf("auth %q: bad weight %q: want an integer from 0 to %d", a.ID, v, auth.MaxWeight)
-				}
-				a.Weight = &n
-			}
-		case "header":
-			if len(args) != 2 {
-				return nil, d.Errf("auth %q: header takes a name and a value", a.ID)
-			}
-			if a.Headers == nil {
-				a.Headers = map[string]string{}
-			}
-			a.Headers[args[0]] = args[1]
-		case "disabled":
-			if len(args) != 0 {
-				return nil, d.Errf("auth %q: disabled takes no value", a.ID)
-			}
-			a.Disabled = true
-		default:
-			return nil, d.Errf("auth %q: unknown option %q; expected one of provider, api_key, access_token, account_id, base_url, models, priority, weight, header, proxy_url, label, disabled", a.ID, opt)
-		}
-		if err != nil {
+		if err := parseAuthOption(d, a, opt, d.RemainingArgs()); err != nil {
 			return nil, err
 		}
 	}
-	if a.Provider == "" {
-		return nil, d.Errf("auth %q: provider is required (one of %s)", a.ID, strings.Join(auth.Providers(), ", "))
-	}
-	if a.APIKey == "" && a.AccessToken == "" {
-		return nil, d.Errf("auth %q: needs api_key or access_token", a.ID)
-	}
-	if a.Provider == "openai_compatible" && a.BaseURL == "" {
-		return nil, d.Errf("auth %q: provider openai_compatible needs base_url", a.ID)
+	if err := a.auth().ValidateUnexpanded(); err != nil {
+		return nil, at.WrapErr(err)
 	}
 	return a, nil
+}
+
+// parseAuthOption parses one line of an auth block into a.
+func parseAuthOption(d *caddyfile.Dispenser, a *InlineAuth, opt string, args []string) error {
+	one := func(target *string) error {
+		if len(args) != 1 {
+			return d.Errf("auth %q: %s takes exactly one value", a.ID, opt)
+		}
+		*target = args[0]
+		return nil
+	}
+	switch opt {
+	case "provider":
+		return one(&a.Provider)
+	case "api_key":
+		return one(&a.APIKey)
+	case "access_token":
+		return one(&a.AccessToken)
+	case "account_id":
+		return one(&a.AccountID)
+	case "base_url":
+		return one(&a.BaseURL)
+	case "proxy_url":
+		return one(&a.ProxyURL)
+	case "label":
+		return one(&a.Label)
+	case "models":
+		if len(args) == 0 {
+			return d.Errf("auth %q: models needs at least one pattern", a.ID)
+		}
+		a.Models = append(a.Models, args...)
+	case "priority", "weight":
+		var v string
+		if err := one(&v); err != nil {
+			return err
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return d.Errf("auth %q: bad %s %q: want an integer", a.ID, opt, v)
+		}
+		if opt == "priority" {
+			a.Priority = n
+		} else {
+			a.Weight = &n
+		}
+	case "header":
+		if len(args) != 2 {
+			return d.Errf("auth %q: header takes a name and a value", a.ID)
+		}
+		if a.Headers == nil {
+			a.Headers = map[string]string{}
+		}
+		a.Headers[args[0]] = args[1]
+	case "disabled":
+		if len(args) != 0 {
+			return d.Errf("auth %q: disabled takes no value", a.ID)
+		}
+		a.Disabled = true
+	default:
+		return d.Errf("auth %q: unknown option %q; expected one of provider, api_key, access_token, account_id, base_url, models, priority, weight, header, proxy_url, label, disabled", a.ID, opt)
+	}
+	return nil
 }
 
 // onOff parses an optional on|off argument; no argument means on.

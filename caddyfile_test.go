@@ -30,7 +30,7 @@ func TestCaddyfileAdapt(t *testing.T) {
 			if !ok {
 				t.Fatalf("%s: missing separator line", f)
 			}
-			if !caddytest.CompareAdapt(t, f, in, "caddyfile", strings.TrimRight(want, "\n")) {
+			if !caddytest.CompareAdapt(t, f, in+"\n", "caddyfile", strings.TrimRight(want, "\n")) {
 				t.Errorf("%s: adapted JSON differs from the golden file", f)
 			}
 		})
@@ -54,6 +54,20 @@ func TestCaddyfileAdaptKeepsPlaceholders(t *testing.T) {
 	}
 }
 
+// TestCaddyfileAdaptPlaceholderURLs makes sure URLs given as placeholders
+// pass at adapt time: they are checked once expanded, at provision.
+func TestCaddyfileAdaptPlaceholderURLs(t *testing.T) {
+	cfg := ":8080 {\n\tllm_proxy {\n\t\tauth a {\n\t\t\tprovider openai_compatible\n\t\t\tapi_key {env.KEY}\n" +
+		"\t\t\tbase_url {env.BASE_URL}\n\t\t\tproxy_url socks5://{env.PROXY_HOST}:1080\n\t\t}\n\t}\n}\n"
+	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cfg), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), `"base_url":"{env.BASE_URL}"`) {
+		t.Fatalf("placeholder base_url missing from adapted JSON: %s", out)
+	}
+}
+
 // TestCaddyfileAdaptErrors checks that bad Caddyfiles fail at adapt time
 // with an error naming the line and the problem.
 func TestCaddyfileAdaptErrors(t *testing.T) {
@@ -65,17 +79,27 @@ func TestCaddyfileAdaptErrors(t *testing.T) {
 	}{
 		{"unknown option", wrap(auth + "\t\tbogus 1\n"), `unknown llm_proxy option "bogus"`, 7},
 		{"unknown strategy", wrap(auth + "\t\trouting {\n\t\t\tstrategy random\n\t\t}\n"), `routing: unknown strategy "random"; expected one of round_robin, fill_first, weighted_round_robin, rendezvous`, 8},
-		{"unknown provider", wrap("\t\tauth a {\n\t\t\tprovider azure\n\t\t\tapi_key k\n\t\t}\n"), `auth "a": unknown provider "azure"`, 4},
+		{"unknown provider", wrap("\t\tauth a {\n\t\t\tprovider azure\n\t\t\tapi_key k\n\t\t}\n"), `auth "a": unknown provider "azure" (allowed: claude, codex, gemini, openai, openai_compatible)`, 3},
+		{"provider names are lower case", wrap("\t\tauth a {\n\t\t\tprovider Claude\n\t\t\tapi_key k\n\t\t}\n"), `auth "a": unknown provider "Claude"`, 3},
 		{"duplicate auth", wrap(auth + auth), `duplicate auth "a"`, 7},
-		{"weight out of range", wrap("\t\tauth a {\n\t\t\tprovider claude\n\t\t\tapi_key k\n\t\t\tweight 1000001\n\t\t}\n"), `auth "a": bad weight "1000001"`, 6},
-		{"negative weight", wrap("\t\tauth a {\n\t\t\tprovider claude\n\t\t\tapi_key k\n\t\t\tweight -1\n\t\t}\n"), `auth "a": bad weight "-1"`, 0},
+		{"weight out of range", wrap("\t\tauth a {\n\t\t\tprovider claude\n\t\t\tapi_key k\n\t\t\tweight 1000001\n\t\t}\n"), `auth "a": weight 1000001 out of range 0..1000000`, 3},
+		{"negative weight", wrap("\t\tauth a {\n\t\t\tprovider claude\n\t\t\tapi_key k\n\t\t\tweight -1\n\t\t}\n"), `auth "a": weight -1 out of range 0..1000000`, 3},
+		{"weight not a number", wrap("\t\tauth a {\n\t\t\tprovider claude\n\t\t\tapi_key k\n\t\t\tweight heavy\n\t\t}\n"), `auth "a": bad weight "heavy": want an integer`, 6},
+		{"priority not a number", wrap("\t\tauth a {\n\t\t\tprovider claude\n\t\t\tapi_key k\n\t\t\tpriority 1.5\n\t\t}\n"), `auth "a": bad priority "1.5": want an integer`, 6},
 		{"bad duration", wrap(auth + "\t\trouting {\n\t\t\tsession_affinity_ttl soon\n\t\t}\n"), `routing: bad session_affinity_ttl "soon"`, 8},
 		{"bad cooldown duration", wrap(auth + "\t\tcooldown {\n\t\t\trate_limit 5parsecs\n\t\t}\n"), `cooldown: bad rate_limit "5parsecs"`, 0},
 		{"bad rescan", wrap(auth + "\t\trescan_interval often\n"), `bad rescan_interval "often"`, 7},
 		{"bad size", wrap(auth + "\t\tmax_request_body lots\n"), `bad max_request_body "lots"`, 0},
-		{"missing provider", wrap("\t\tauth a {\n\t\t\tapi_key k\n\t\t}\n"), `auth "a": provider is required`, 0},
-		{"missing key", wrap("\t\tauth a {\n\t\t\tprovider openai\n\t\t}\n"), `auth "a": needs api_key or access_token`, 0},
-		{"compatible without base", wrap("\t\tauth a {\n\t\t\tprovider openai_compatible\n\t\t\tapi_key k\n\t\t}\n"), `provider openai_compatible needs base_url`, 0},
+		{"missing provider", wrap("\t\tauth a {\n\t\t\tapi_key k\n\t\t}\n"), `auth "a": missing provider (allowed: claude, codex, gemini, openai, openai_compatible)`, 3},
+		{"missing key", wrap("\t\tauth a {\n\t\t\tprovider openai\n\t\t}\n"), `auth "a": missing credential: set api_key or access_token`, 3},
+		{"gemini access token", wrap("\t\tauth a {\n\t\t\tprovider gemini\n\t\t\taccess_token {env.GEMINI_TOKEN}\n\t\t}\n"), `auth "a": gemini credential has no api_key`, 3},
+		{"bad base_url", wrap("\t\tauth a {\n\t\t\tprovider openai\n\t\t\tapi_key k\n\t\t\tbase_url api.example.com/v1\n\t\t}\n"), `auth "a": base_url: scheme "" not supported (allowed: http, https)`, 3},
+		{"bad proxy_url", wrap("\t\tauth a {\n\t\t\tprovider openai\n\t\t\tapi_key k\n\t\t\tproxy_url ftp://p:21\n\t\t}\n"), `auth "a": proxy_url: scheme "ftp" not supported`, 3},
+		{"bad header name", wrap("\t\tauth a {\n\t\t\tprovider openai\n\t\t\tapi_key k\n\t\t\theader \"X Team\" v\n\t\t}\n"), `auth "a": headers: invalid header name "X Team"`, 3},
+		{"bad model pattern", wrap("\t\tauth a {\n\t\t\tprovider openai\n\t\t\tapi_key k\n\t\t\tmodels \"gpt 5\"\n\t\t}\n"), `auth "a": models[0]: empty or contains white space`, 3},
+		{"blank key", wrap("\t\tauth a {\n\t\t\tprovider openai\n\t\t\tapi_key \" \"\n\t\t}\n"), `auth "a": api_key contains white space only`, 3},
+		{"bad auth id", wrap("\t\tauth ../x {\n\t\t\tprovider openai\n\t\t\tapi_key k\n\t\t}\n"), `auth "../x": credential ID "../x": path segment ".." not allowed`, 3},
+		{"compatible without base", wrap("\t\tauth a {\n\t\t\tprovider openai_compatible\n\t\t\tapi_key k\n\t\t}\n"), `auth "a": openai_compatible credential needs a base_url`, 3},
 		{"unknown auth option", wrap("\t\tauth a {\n\t\t\tprovider claude\n\t\t\tapi_key k\n\t\t\tsecret x\n\t\t}\n"), `auth "a": unknown option "secret"`, 6},
 		{"duplicate pool", wrap(auth + "\t\tpool a\n\t\tpool b\n"), `duplicate pool option`, 8},
 		{"bad on/off", wrap(auth + "\t\trouting {\n\t\t\tsession_affinity maybe\n\t\t}\n"), `session_affinity takes on or off`, 8},

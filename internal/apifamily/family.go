@@ -13,7 +13,8 @@ import (
 	"github.com/tidwall/gjson"
 )
 
-// Family is an LLM API wire format.
+// Family is an LLM API wire format. Which providers serve a family is the
+// provider table's to say (internal/provider).
 type Family uint8
 
 // The API families llm_proxy understands.
@@ -35,20 +36,6 @@ func (f Family) String() string {
 		return "gemini"
 	}
 	return "unknown"
-}
-
-// Serves reports whether a credential of the given provider can answer
-// requests of this family.
-func (f Family) Serves(provider string) bool {
-	switch f {
-	case Anthropic:
-		return provider == "claude"
-	case OpenAI:
-		return provider == "openai" || provider == "codex" || provider == "openai_compatible"
-	case Gemini:
-		return provider == "gemini"
-	}
-	return false
 }
 
 // Route is what the path of a request says about it.

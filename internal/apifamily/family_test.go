@@ -154,22 +154,6 @@ func TestParseRequestModelListing(t *testing.T) {
 	}
 }
 
-func TestServes(t *testing.T) {
-	for _, tc := range []struct {
-		fam      Family
-		provider string
-		want     bool
-	}{
-		{Anthropic, "claude", true}, {Anthropic, "openai", false},
-		{OpenAI, "openai", true}, {OpenAI, "codex", true}, {OpenAI, "openai_compatible", true}, {OpenAI, "claude", false},
-		{Gemini, "gemini", true}, {Gemini, "openai", false}, {Unknown, "claude", false},
-	} {
-		if got := tc.fam.Serves(tc.provider); got != tc.want {
-			t.Errorf("%v.Serves(%q) = %v", tc.fam, tc.provider, got)
-		}
-	}
-}
-
 func TestErrorShapes(t *testing.T) {
 	decode := func(b []byte) map[string]any {
 		var m map[string]any

@@ -1,6 +1,8 @@
 // Package auth holds the upstream credentials of an llm_proxy pool: the
-// credential record (Auth), the Store that keeps records in Caddy storage,
-// and the access providers that check the keys clients present.
+// settings users write for a credential (Fields, shared by inline and
+// stored credentials), the credential record (Auth) and its validation
+// against the provider table, the Store that keeps records in Caddy
+// storage, and where a client request carries its own key (ClientKey).
 package auth
 
 import (
@@ -14,35 +16,100 @@ import (
 	"reflect"
 	"slices"
 	"strings"
-	"time"
+
+	"github.com/caddy-llm-proxy/llmproxy/internal/glob"
+	"github.com/caddy-llm-proxy/llmproxy/internal/provider"
+	"github.com/caddy-llm-proxy/llmproxy/internal/selector"
 )
 
-// Providers understood by llm_proxy, as written in the "provider" (or
-// "type") field of a record and in the Caddyfile's provider subdirective.
-const (
-	ProviderClaude           = "claude"
-	ProviderOpenAI           = "openai"
-	ProviderCodex            = "codex"
-	ProviderGemini           = "gemini"
-	ProviderOpenAICompatible = "openai_compatible"
-)
+// Fields are the settings of a credential that users write: the same in an
+// inline auth block of the config and in a stored record. Values that hold
+// placeholders such as {env.ANTHROPIC_KEY} are expanded when an inline
+// credential is provisioned (see Expand); stored records are used as
+// written.
+type Fields struct {
+	// Provider names the upstream provider: claude, codex, gemini, openai or
+	// openai_compatible. Required. It decides which API the credential
+	// serves (claude: Anthropic Messages; gemini: Gemini; the others:
+	// OpenAI), its default base_url and how the key is sent. A stored
+	// record may call this field "type", as the CLIProxyAPI login flows
+	// write it.
+	Provider string `json:"provider"`
 
-// MaxWeight is the largest weight a credential may have.
-const MaxWeight = 1000000
+	// APIKey is the provider API key. Either it or access_token is required,
+	// and gemini needs an API key. When both are set the API key is used. It
+	// is sent as x-api-key (claude), x-goog-api-key (gemini) or
+	// "Authorization: Bearer" (the others). Placeholders are expanded.
+	APIKey string `json:"api_key,omitempty"`
 
-// defaultBaseURLs maps each provider to the upstream it talks to when the
-// record has no base_url. openai_compatible has none: its base_url is
-// required.
-var defaultBaseURLs = map[string]string{
-	ProviderClaude: "https://api.anthropic.com",
-	ProviderOpenAI: "https://api.openai.com",
-	ProviderCodex:  "https://chatgpt.com/backend-api/codex",
-	ProviderGemini: "https://generativelanguage.googleapis.com",
+	// AccessToken is an OAuth access token from a subscription login
+	// (Claude Pro/Max through Claude Code, ChatGPT through Codex), sent as
+	// "Authorization: Bearer"; claude adds the oauth-2025-04-20
+	// anthropic-beta flag. Not accepted for gemini. Placeholders are
+	// expanded.
+	AccessToken string `json:"access_token,omitempty"`
+
+	// AccountID is the account the access token belongs to. For codex it is
+	// sent with the access token as the chatgpt-account-id header.
+	// Placeholders are expanded.
+	AccountID string `json:"account_id,omitempty"`
+
+	// BaseURL is the upstream's address, an absolute http or https URL; the
+	// client's path is appended to it (without the client's /v1 when the
+	// base URL ends in /v1). Default: https://api.anthropic.com (claude),
+	// https://chatgpt.com/backend-api/codex (codex),
+	// https://generativelanguage.googleapis.com (gemini),
+	// https://api.openai.com (openai); required for openai_compatible.
+	// Placeholders are expanded.
+	BaseURL string `json:"base_url,omitempty"`
+
+	// Models lists the models the credential serves, as patterns: "*"
+	// matches any run of characters (including "/"), everything else is
+	// literal, and case is ignored. Default: every model.
+	Models []string `json:"models,omitempty"`
+
+	// Priority puts the credential in a tier: the highest tier with an
+	// available credential serves, lower tiers only while every credential
+	// above is cooling down or disabled. Default: 0; may be negative.
+	Priority int `json:"priority,omitempty"`
+
+	// Weight is the credential's share of new sessions within its tier,
+	// from 0 to 1000000; 0 means it is never picked for a new session.
+	// Default: 1.
+	Weight *int `json:"weight,omitempty"`
+
+	// Headers are set on every upstream request sent with this credential,
+	// after the credential itself, so they override the client's headers
+	// of the same name. Placeholders in values are expanded.
+	Headers map[string]string `json:"headers,omitempty"`
+
+	// ProxyURL is an egress proxy for this credential's upstream requests:
+	// an http, https, socks5 or socks5h URL. Default: none. Placeholders
+	// are expanded.
+	ProxyURL string `json:"proxy_url,omitempty"`
+
+	// Disabled takes the credential out of the pool without removing it.
+	Disabled bool `json:"disabled,omitempty"`
+
+	// Label is a human-readable name for logs and the admin API.
+	Label string `json:"label,omitempty"`
 }
 
-// Providers returns the known provider names, sorted.
-func Providers() []string {
-	return []string{ProviderClaude, ProviderCodex, ProviderGemini, ProviderOpenAI, ProviderOpenAICompatible}
+// Expand replaces the placeholders in the fields that take them (api_key,
+// access_token, account_id, base_url, proxy_url and header values) by
+// expand's result. Headers is replaced by a new map, so fields copied from
+// a config are not changed.
+func (f *Fields) Expand(expand func(string) string) {
+	for _, p := range []*string{&f.APIKey, &f.AccessToken, &f.AccountID, &f.BaseURL, &f.ProxyURL} {
+		*p = expand(*p)
+	}
+	if f.Headers != nil {
+		h := make(map[string]string, len(f.Headers))
+		for k, v := range f.Headers {
+			h[k] = expand(v)
+		}
+		f.Headers = h
+	}
 }
 
 // Auth is one upstream credential: an API key or an OAuth access token for
@@ -60,20 +127,11 @@ type Auth struct {
 	// ID names the credential. For a stored record it is the storage key
 	// below the prefix without ".json" (it may contain "/" for records in
 	// sub-directories); for an inline credential it is the id given in the
-	// Caddyfile. It is not part of the JSON document.
+	// config. It is not part of the JSON document.
 	ID string `json:"-"`
 
-	// Provider is one of claude, openai, codex, gemini and
-	// openai_compatible. JSON "provider"; "type" is accepted when
-	// "provider" is absent, and is then the name written back.
-	Provider string `json:"provider"`
-
-	// APIKey is the provider API key. Either it or AccessToken is required;
-	// when both are set the API key is used.
-	APIKey string `json:"api_key,omitempty"`
-
-	// AccessToken is an OAuth bearer token (Claude or Codex login).
-	AccessToken string `json:"access_token,omitempty"`
+	// Fields are the settings users write.
+	Fields
 
 	// RefreshToken is the OAuth refresh token, kept for the login tool that
 	// wrote the record.
@@ -83,44 +141,8 @@ type Auth struct {
 	// by the login flows.
 	Expired string `json:"expired,omitempty"`
 
-	// BaseURL is the upstream's base URL, an absolute http or https URL.
-	// Default: per provider (see DefaultBaseURL); required for
-	// openai_compatible.
-	BaseURL string `json:"base_url,omitempty"`
-
-	// Models lists the models this credential serves. A "*" in a pattern
-	// matches any run of characters (including "/"); everything else is
-	// literal, and matching ignores ASCII case. Default: every model.
-	Models []string `json:"models,omitempty"`
-
-	// Priority orders credentials in tiers: a higher priority is tried
-	// first. Default: 0.
-	Priority int `json:"priority,omitempty"`
-
-	// Weight is the credential's share of new sessions, 0 to 1000000; 0
-	// means it is never picked for a new session. Default: 1.
-	Weight *int `json:"weight,omitempty"`
-
-	// Headers are extra headers set on every upstream request sent with
-	// this credential, after the credential itself is applied.
-	Headers map[string]string `json:"headers,omitempty"`
-
-	// ProxyURL is an egress proxy for this credential's upstream requests
-	// (http, https, socks5 or socks5h).
-	ProxyURL string `json:"proxy_url,omitempty"`
-
-	// Disabled takes the credential out of the pool without deleting it.
-	Disabled bool `json:"disabled,omitempty"`
-
-	// Label is a human-readable name for logs and the admin API.
-	Label string `json:"label,omitempty"`
-
 	// Email is the account's e-mail address, as written by login flows.
 	Email string `json:"email,omitempty"`
-
-	// AccountID is the account ID; for Codex OAuth records it is sent as
-	// the chatgpt-account-id header.
-	AccountID string `json:"account_id,omitempty"`
 
 	// Inline is true for credentials declared in the Caddyfile or JSON
 	// config. They are never written to storage.
@@ -354,30 +376,57 @@ func isEmpty(v reflect.Value) bool {
 	return v.IsZero()
 }
 
-// Validate checks the record: a valid ID, a known provider, a credential
-// (an api_key, or an access_token for providers other than gemini), a
-// weight in range, a base_url for openai_compatible, absolute URLs, valid
-// model patterns and header names. Errors name the credential and the
-// field, never a secret.
+// Validate checks the record: a valid ID, a provider from the provider
+// table, the credential it needs (an api_key, or an access_token where the
+// provider takes one), a base_url where the provider has no default, a
+// weight in range, absolute URLs, valid model patterns and header names.
+// Errors name the credential and the field, never a secret.
 func (a *Auth) Validate() error {
-	if err := a.validate(); err != nil {
+	return a.check(false)
+}
+
+// ValidateUnexpanded is Validate for a credential as written in a config,
+// whose values may still hold placeholders (see Fields.Expand): a base_url
+// or proxy_url holding one is not checked as a URL. Config adapters call it
+// to report mistakes early; Validate runs once the values are expanded.
+func (a *Auth) ValidateUnexpanded() error {
+	return a.check(true)
+}
+
+func (a *Auth) check(unexpanded bool) error {
+	if err := a.validate(unexpanded); err != nil {
 		return fmt.Errorf("auth %q: %w", a.ID, err)
 	}
 	return nil
 }
 
-func (a *Auth) validate() error {
+func (a *Auth) validate(unexpanded bool) error {
 	if err := ValidateID(a.ID); err != nil {
 		return err
 	}
-	switch a.Provider {
-	case "":
-		return errors.New("missing provider (allowed: " + strings.Join(Providers(), ", ") + ")")
-	case ProviderClaude, ProviderOpenAI, ProviderCodex, ProviderGemini, ProviderOpenAICompatible:
-	default:
-		return fmt.Errorf("unknown provider %q (allowed: %s)", a.Provider, strings.Join(Providers(), ", "))
+	p := provider.Lookup(a.Provider)
+	if p == nil {
+		allowed := strings.Join(provider.Names(), ", ")
+		if a.Provider == "" {
+			return errors.New("missing provider (allowed: " + allowed + ")")
+		}
+		return fmt.Errorf("unknown provider %q (allowed: %s)", a.Provider, allowed)
 	}
+	if err := a.checkCredential(p); err != nil {
+		return err
+	}
+	if a.Weight != nil && (*a.Weight < 0 || *a.Weight > selector.MaxWeight) {
+		return fmt.Errorf("weight %d out of range 0..%d", *a.Weight, selector.MaxWeight)
+	}
+	if err := a.checkURLs(p, unexpanded); err != nil {
+		return err
+	}
+	return a.checkLists()
+}
 
+// checkCredential checks api_key and access_token against what provider p
+// takes.
+func (a *Auth) checkCredential(p *provider.Provider) error {
 	for _, s := range []struct{ name, val string }{
 		{"api_key", a.APIKey},
 		{"access_token", a.AccessToken},
@@ -386,32 +435,43 @@ func (a *Auth) validate() error {
 			return fmt.Errorf("%s contains white space only or control characters", s.name)
 		}
 	}
-	if a.Provider == ProviderGemini && a.APIKey == "" {
+	switch {
+	case !p.AccessTokens && a.APIKey == "":
 		if _, ok := a.raw["token"]; ok {
-			return errors.New("gemini credential has no api_key: Gemini CLI OAuth files (with a \"token\" object) are not supported, use a Gemini API key")
+			return fmt.Errorf("%s credential has no api_key: OAuth login files with a \"token\" object (such as Gemini CLI OAuth files) are not supported, use an API key", p.Name)
 		}
-		return errors.New("gemini credential has no api_key")
-	}
-	if a.Secret() == "" {
+		return fmt.Errorf("%s credential has no api_key (%s takes no access_token)", p.Name, p.Name)
+	case a.Secret() == "":
 		return errors.New("missing credential: set api_key or access_token")
 	}
+	return nil
+}
 
-	if a.Weight != nil && (*a.Weight < 0 || *a.Weight > MaxWeight) {
-		return fmt.Errorf("weight %d out of range 0..%d", *a.Weight, MaxWeight)
+// checkURLs checks base_url, required where provider p has no default, and
+// proxy_url. With unexpanded, a URL holding a placeholder is not checked.
+func (a *Auth) checkURLs(p *provider.Provider, unexpanded bool) error {
+	if p.DefaultBaseURL == "" && a.BaseURL == "" {
+		return fmt.Errorf("%s credential needs a base_url", p.Name)
 	}
-	if a.Provider == ProviderOpenAICompatible && a.BaseURL == "" {
-		return errors.New("openai_compatible credential needs a base_url")
-	}
-	if a.BaseURL != "" {
-		if err := checkURL(a.BaseURL, "http", "https"); err != nil {
-			return fmt.Errorf("base_url: %w", err)
+	for _, u := range []struct {
+		name, val string
+		schemes   []string
+	}{
+		{"base_url", a.BaseURL, []string{"http", "https"}},
+		{"proxy_url", a.ProxyURL, []string{"http", "https", "socks5", "socks5h"}},
+	} {
+		if u.val == "" || unexpanded && strings.Contains(u.val, "{") {
+			continue
+		}
+		if err := checkURL(u.val, u.schemes...); err != nil {
+			return fmt.Errorf("%s: %w", u.name, err)
 		}
 	}
-	if a.ProxyURL != "" {
-		if err := checkURL(a.ProxyURL, "http", "https", "socks5", "socks5h"); err != nil {
-			return fmt.Errorf("proxy_url: %w", err)
-		}
-	}
+	return nil
+}
+
+// checkLists checks the model patterns and the header names and values.
+func (a *Auth) checkLists() error {
 	for i, m := range a.Models {
 		if m == "" || strings.ContainsFunc(m, isSpaceOrControl) {
 			return fmt.Errorf("models[%d]: empty or contains white space or control characters", i)
@@ -469,16 +529,6 @@ func validHeaderName(name string) bool {
 	return true
 }
 
-// ExpiresAt returns the access token's expiry from Expired; ok is false
-// when Expired is empty or not an RFC 3339 time.
-func (a *Auth) ExpiresAt() (t time.Time, ok bool) {
-	if a.Expired == "" {
-		return time.Time{}, false
-	}
-	t, err := time.Parse(time.RFC3339, a.Expired)
-	return t, err == nil
-}
-
 // EffectiveWeight returns the weight, 1 when unset.
 func (a *Auth) EffectiveWeight() int {
 	if a.Weight == nil {
@@ -487,21 +537,14 @@ func (a *Auth) EffectiveWeight() int {
 	return *a.Weight
 }
 
-// DefaultBaseURL returns the provider's default base URL: for claude
-// https://api.anthropic.com, openai https://api.openai.com, codex
-// https://chatgpt.com/backend-api/codex, gemini
-// https://generativelanguage.googleapis.com. It is "" for openai_compatible,
-// whose base URL is required, and for unknown providers.
-func (a *Auth) DefaultBaseURL() string {
-	return defaultBaseURLs[a.Provider]
-}
-
 // BaseURLOrDefault returns BaseURL, or the provider's default when it is
 // empty, without a trailing slash.
 func (a *Auth) BaseURLOrDefault() string {
 	u := a.BaseURL
 	if u == "" {
-		u = a.DefaultBaseURL()
+		if p := provider.Lookup(a.Provider); p != nil {
+			u = p.DefaultBaseURL
+		}
 	}
 	return strings.TrimRight(u, "/")
 }
@@ -515,46 +558,11 @@ func (a *Auth) ServesModel(model string) bool {
 		return true
 	}
 	for _, p := range a.Models {
-		if globMatch(p, model) {
+		if glob.Match(p, model) {
 			return true
 		}
 	}
 	return false
-}
-
-// globMatch matches s against pattern, where '*' matches any run of bytes
-// and every other byte matches itself, ignoring ASCII case. It backtracks
-// only to the last star, so it runs in O(len(pattern)*len(s)) at worst and
-// does not allocate.
-func globMatch(pattern, s string) bool {
-	p, i := 0, 0
-	star, mark := -1, 0
-	for i < len(s) {
-		switch {
-		case p < len(pattern) && pattern[p] == '*':
-			star, mark = p, i
-			p++
-		case p < len(pattern) && lower(pattern[p]) == lower(s[i]):
-			p++
-			i++
-		case star >= 0:
-			mark++
-			p, i = star+1, mark
-		default:
-			return false
-		}
-	}
-	for p < len(pattern) && pattern[p] == '*' {
-		p++
-	}
-	return p == len(pattern)
-}
-
-func lower(c byte) byte {
-	if c >= 'A' && c <= 'Z' {
-		return c + 'a' - 'A'
-	}
-	return c
 }
 
 // Secret returns the credential sent upstream: the API key, else the
@@ -566,9 +574,9 @@ func (a *Auth) Secret() string {
 	return a.AccessToken
 }
 
-// IsOAuth reports whether the credential is an OAuth access token (no API
-// key). Claude, for one, takes such a token as a Bearer token with the
-// OAuth beta header instead of as x-api-key.
+// IsOAuth reports whether the credential sends an OAuth access token: it
+// has one and no API key. Providers take such a token differently from a
+// key (see provider.Provider.Apply).
 func (a *Auth) IsOAuth() bool {
 	return a.APIKey == "" && a.AccessToken != ""
 }

@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/caddy-llm-proxy/llmproxy/internal/selector"
 )
 
 // Records as written by the CLIProxyAPI login flows and by hand.
@@ -48,17 +50,17 @@ func TestParseLoginFiles(t *testing.T) {
 	}{
 		{
 			name: "claude oauth", data: claudeOAuthFile, oauth: true,
-			want: Auth{ID: "claude oauth", Provider: "claude", AccessToken: "sk-ant-oat01-AAAAAAAAAAAAAAAAAAAAAAAA",
+			want: Auth{ID: "claude oauth", Fields: Fields{Provider: "claude", AccessToken: "sk-ant-oat01-AAAAAAAAAAAAAAAAAAAAAAAA"},
 				RefreshToken: "sk-ant-ort01-BBBBBBBBBBBBBBBBBBBB", Expired: "2025-10-01T12:00:00Z", Email: "a@b.c"},
 		},
 		{
 			name: "codex oauth", data: codexOAuthFile, oauth: true,
-			want: Auth{ID: "codex oauth", Provider: "codex", AccessToken: "eyJhY2Nlc3M.token.sig", RefreshToken: "rt_CCCCCCCCCCCC",
-				AccountID: "acct-1234", Email: "x@y.z", Expired: "2025-10-01T12:00:00+08:00"},
+			want: Auth{ID: "codex oauth", Fields: Fields{Provider: "codex", AccessToken: "eyJhY2Nlc3M.token.sig", AccountID: "acct-1234"},
+				RefreshToken: "rt_CCCCCCCCCCCC", Email: "x@y.z", Expired: "2025-10-01T12:00:00+08:00"},
 		},
 		{
 			name: "claude api key", data: claudeKeyFile,
-			want: Auth{ID: "claude api key", Provider: "claude", APIKey: "sk-ant-api03-DDDDDDDDDDDDDDDDDDDD"},
+			want: Auth{ID: "claude api key", Fields: Fields{Provider: "claude", APIKey: "sk-ant-api03-DDDDDDDDDDDDDDDDDDDD"}},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -137,7 +139,7 @@ func TestProviderAndType(t *testing.T) {
 	if a.Provider != "openai" {
 		t.Fatalf("Provider = %q, want openai", a.Provider)
 	}
-	a.Provider = ProviderOpenAICompatible
+	a.Provider = "openai_compatible"
 	a.BaseURL = "http://localhost:8000/v1"
 	var doc map[string]any
 	if err := json.Unmarshal(mustMarshal(t, a), &doc); err != nil {
@@ -148,7 +150,7 @@ func TestProviderAndType(t *testing.T) {
 	}
 
 	// A new record is written with provider, first.
-	n := &Auth{ID: "new", Provider: "gemini", APIKey: "AIzaSyGGGGGGGGGG", Priority: 2}
+	n := &Auth{ID: "new", Fields: Fields{Provider: "gemini", APIKey: "AIzaSyGGGGGGGGGG", Priority: 2}}
 	if got, want := string(mustMarshal(t, n)), `{"provider":"gemini","api_key":"AIzaSyGGGGGGGGGG","priority":2}`; got != want {
 		t.Errorf("got %s, want %s", got, want)
 	}
@@ -200,7 +202,7 @@ func TestParseErrors(t *testing.T) {
 
 func TestValidate(t *testing.T) {
 	w := func(n int) *int { return &n }
-	base := func() *Auth { return &Auth{ID: "a", Provider: "claude", APIKey: "sk-ant-secret-value"} }
+	base := func() *Auth { return &Auth{ID: "a", Fields: Fields{Provider: "claude", APIKey: "sk-ant-secret-value"}} }
 	for _, tc := range []struct {
 		name   string
 		modify func(a *Auth)
@@ -209,7 +211,7 @@ func TestValidate(t *testing.T) {
 		{"valid", func(a *Auth) {}, ""},
 		{"access token only", func(a *Auth) { a.APIKey, a.AccessToken = "", "tok" }, ""},
 		{"weight 0", func(a *Auth) { a.Weight = w(0) }, ""},
-		{"weight max", func(a *Auth) { a.Weight = w(MaxWeight) }, ""},
+		{"weight max", func(a *Auth) { a.Weight = w(selector.MaxWeight) }, ""},
 		{"socks proxy", func(a *Auth) { a.ProxyURL = "socks5://user:pw@127.0.0.1:1080" }, ""},
 		{"compatible", func(a *Auth) { a.Provider, a.BaseURL = "openai_compatible", "http://127.0.0.1:8000/v1" }, ""},
 		{"models", func(a *Auth) { a.Models = []string{"claude-*", "*opus*"} }, ""},
@@ -224,7 +226,7 @@ func TestValidate(t *testing.T) {
 		{"secret with newline", func(a *Auth) { a.APIKey = "sk-ant\nX-Evil: 1" }, "control characters"},
 		{"gemini access token", func(a *Auth) { a.Provider, a.APIKey, a.AccessToken = "gemini", "", "ya29.x" }, "gemini credential has no api_key"},
 		{"weight negative", func(a *Auth) { a.Weight = w(-1) }, "weight -1 out of range 0..1000000"},
-		{"weight too big", func(a *Auth) { a.Weight = w(MaxWeight + 1) }, "out of range"},
+		{"weight too big", func(a *Auth) { a.Weight = w(selector.MaxWeight + 1) }, "out of range"},
 		{"compatible without base_url", func(a *Auth) { a.Provider = "openai_compatible" }, "needs a base_url"},
 		{"relative base_url", func(a *Auth) { a.BaseURL = "/v1" }, `base_url: scheme ""`},
 		{"ftp base_url", func(a *Auth) { a.BaseURL = "ftp://h/" }, `base_url: scheme "ftp" not supported (allowed: http, https)`},
@@ -259,19 +261,18 @@ func TestValidate(t *testing.T) {
 
 func TestDefaults(t *testing.T) {
 	for _, tc := range []struct {
-		provider, baseURL, def, effective string
+		provider, baseURL, effective string
 	}{
-		{"claude", "", "https://api.anthropic.com", "https://api.anthropic.com"},
-		{"openai", "", "https://api.openai.com", "https://api.openai.com"},
-		{"codex", "", "https://chatgpt.com/backend-api/codex", "https://chatgpt.com/backend-api/codex"},
-		{"gemini", "", "https://generativelanguage.googleapis.com", "https://generativelanguage.googleapis.com"},
-		{"openai_compatible", "http://h:1/v1/", "", "http://h:1/v1"},
-		{"claude", "https://proxy.example/", "https://api.anthropic.com", "https://proxy.example"},
+		{"claude", "", "https://api.anthropic.com"},
+		{"openai", "", "https://api.openai.com"},
+		{"codex", "", "https://chatgpt.com/backend-api/codex"},
+		{"gemini", "", "https://generativelanguage.googleapis.com"},
+		{"openai_compatible", "http://h:1/v1/", "http://h:1/v1"},
+		{"openai_compatible", "", ""},
+		{"claude", "https://proxy.example/", "https://proxy.example"},
+		{"unknown", "", ""},
 	} {
-		a := &Auth{Provider: tc.provider, BaseURL: tc.baseURL}
-		if got := a.DefaultBaseURL(); got != tc.def {
-			t.Errorf("%s: DefaultBaseURL() = %q, want %q", tc.provider, got, tc.def)
-		}
+		a := &Auth{Fields: Fields{Provider: tc.provider, BaseURL: tc.baseURL}}
 		if got := a.BaseURLOrDefault(); got != tc.effective {
 			t.Errorf("%s: BaseURLOrDefault() = %q, want %q", tc.provider, got, tc.effective)
 		}
@@ -313,7 +314,7 @@ func TestServesModel(t *testing.T) {
 		{[]string{"gemini-[12]"}, "gemini-[12]", true},
 		{[]string{"x", "y*"}, "yes", true},
 	} {
-		a := &Auth{Models: tc.models}
+		a := &Auth{Fields: Fields{Models: tc.models}}
 		if got := a.ServesModel(tc.model); got != tc.want {
 			t.Errorf("%q ServesModel(%q) = %v, want %v", tc.models, tc.model, got, tc.want)
 		}
@@ -330,7 +331,7 @@ func TestSecretAndMasked(t *testing.T) {
 		{"", "sk-ant-oat01-wxyz", "sk-ant-oat01-wxyz", "…wxyz", true},
 		{"short-key", "", "short-key", "…", false},
 	} {
-		a := &Auth{APIKey: tc.apiKey, AccessToken: tc.token}
+		a := &Auth{Fields: Fields{APIKey: tc.apiKey, AccessToken: tc.token}}
 		if got := a.Secret(); got != tc.secret {
 			t.Errorf("Secret() = %q, want %q", got, tc.secret)
 		}
@@ -360,5 +361,53 @@ func TestClone(t *testing.T) {
 	c.order[0] = "x"
 	if after := mustMarshal(t, a); string(after) != string(before) {
 		t.Errorf("changing the clone changed the original: %s, was %s", after, before)
+	}
+}
+
+func TestValidateUnexpanded(t *testing.T) {
+	// URLs that hold placeholders are checked once expanded, not before.
+	a := &Auth{ID: "a", Fields: Fields{Provider: "openai_compatible", APIKey: "{env.KEY}",
+		BaseURL: "{env.BASE}", ProxyURL: "socks5://{env.PROXY_HOST}:1080"}}
+	if err := a.ValidateUnexpanded(); err != nil {
+		t.Fatalf("ValidateUnexpanded: %v", err)
+	}
+	if err := a.Validate(); err == nil || !strings.Contains(err.Error(), "base_url") {
+		t.Fatalf("Validate of an unexpanded base_url: %v", err)
+	}
+
+	// Every other rule holds before expansion.
+	w := func(n int) *int { return &n }
+	for _, tc := range []struct {
+		name string
+		f    Fields
+		want string
+	}{
+		{"gemini token", Fields{Provider: "gemini", AccessToken: "{env.TOKEN}"}, "gemini credential has no api_key"},
+		{"no credential", Fields{Provider: "claude"}, "set api_key or access_token"},
+		{"no base_url", Fields{Provider: "openai_compatible", APIKey: "{env.K}"}, "openai_compatible credential needs a base_url"},
+		{"literal bad base_url", Fields{Provider: "openai", APIKey: "{env.K}", BaseURL: "ftp://h"}, `scheme "ftp" not supported`},
+		{"weight", Fields{Provider: "openai", APIKey: "{env.K}", Weight: w(-2)}, "weight -2 out of range"},
+		{"unknown provider", Fields{Provider: "{env.PROVIDER}", APIKey: "k"}, `unknown provider "{env.PROVIDER}"`},
+		{"header value", Fields{Provider: "openai", APIKey: "k", Headers: map[string]string{"X-A": "{env.A}\n"}}, `value of "X-A"`},
+	} {
+		a := &Auth{ID: "a", Fields: tc.f}
+		if err := a.ValidateUnexpanded(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want it to contain %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestFieldsExpand(t *testing.T) {
+	headers := map[string]string{"X-Team": "{env.TEAM}"}
+	f := Fields{Provider: "{p}", APIKey: "{k}", AccessToken: "{t}", AccountID: "{a}", BaseURL: "{b}",
+		ProxyURL: "{x}", Label: "{l}", Models: []string{"{m}"}, Headers: headers}
+	f.Expand(func(s string) string { return strings.ToUpper(s) })
+	want := Fields{Provider: "{p}", APIKey: "{K}", AccessToken: "{T}", AccountID: "{A}", BaseURL: "{B}",
+		ProxyURL: "{X}", Label: "{l}", Models: []string{"{m}"}, Headers: map[string]string{"X-Team": "{ENV.TEAM}"}}
+	if !reflect.DeepEqual(f, want) {
+		t.Errorf("expanded %+v\nwant     %+v", f, want)
+	}
+	if headers["X-Team"] != "{env.TEAM}" {
+		t.Errorf("the config's header map was changed: %v", headers)
 	}
 }

@@ -67,7 +67,7 @@ func TestStoreListEmpty(t *testing.T) {
 
 func TestStoreMisconfigured(t *testing.T) {
 	ctx := context.Background()
-	a := &Auth{ID: "a", Provider: "claude", APIKey: "sk-ant-1234567890"}
+	a := &Auth{ID: "a", Fields: Fields{Provider: "claude", APIKey: "sk-ant-1234567890"}}
 	for _, s := range []*CaddyStore{
 		NewCaddyStore(&certmagic.FileStorage{Path: t.TempDir()}, "/"),
 		{Prefix: "x"},
@@ -89,9 +89,9 @@ func TestStoreSaveList(t *testing.T) {
 	s, dir := newFileStore(t)
 	w := 3
 	in := []*Auth{
-		{ID: "b", Provider: "openai", APIKey: "sk-proj-1234567890", Models: []string{"gpt-*"}, Weight: &w},
-		{ID: "a", Provider: "claude", AccessToken: "sk-ant-oat01-1234", Headers: map[string]string{"X-A": "1"}, Disabled: true},
-		{ID: "team/x/c", Provider: "openai_compatible", APIKey: "k-1234567890", BaseURL: "http://127.0.0.1:9/v1", Priority: -1},
+		{ID: "b", Fields: Fields{Provider: "openai", APIKey: "sk-proj-1234567890", Models: []string{"gpt-*"}, Weight: &w}},
+		{ID: "a", Fields: Fields{Provider: "claude", AccessToken: "sk-ant-oat01-1234", Headers: map[string]string{"X-A": "1"}, Disabled: true}},
+		{ID: "team/x/c", Fields: Fields{Provider: "openai_compatible", APIKey: "k-1234567890", BaseURL: "http://127.0.0.1:9/v1", Priority: -1}},
 	}
 	for _, a := range in {
 		changed, err := s.Save(ctx, a)
@@ -151,7 +151,7 @@ func TestStoreUnchangedSaveSkipped(t *testing.T) {
 	}
 	// A record built from scratch with the same content is the same
 	// document too, though its provider field has another name.
-	same := &Auth{ID: "hand", Provider: "claude", APIKey: "sk-ant-api03-1234567890"}
+	same := &Auth{ID: "hand", Fields: Fields{Provider: "claude", APIKey: "sk-ant-api03-1234567890"}}
 	same.raw = map[string]json.RawMessage{"note": json.RawMessage(`{"a":[1,2],"b":1}`)}
 	same.order = []string{"note"}
 	same.providerKey = "type"
@@ -278,7 +278,7 @@ func TestStoreDelete(t *testing.T) {
 		t.Errorf("Delete of a missing record: %v", err)
 	}
 	for _, id := range []string{"a", "team/b"} {
-		if _, err := s.Save(ctx, &Auth{ID: id, Provider: "openai", APIKey: "sk-1234567890"}); err != nil {
+		if _, err := s.Save(ctx, &Auth{ID: id, Fields: Fields{Provider: "openai", APIKey: "sk-1234567890"}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -297,7 +297,7 @@ func TestStoreRefuses(t *testing.T) {
 	ctx := context.Background()
 	s, dir := newFileStore(t)
 	for _, id := range []string{"", "../x", "a/../../x", "/x", "x/", "a//b", "a/./b", `a\b`, "a b", "a:b", "é", strings.Repeat("a", 201)} {
-		a := &Auth{ID: id, Provider: "openai", APIKey: "sk-1234567890"}
+		a := &Auth{ID: id, Fields: Fields{Provider: "openai", APIKey: "sk-1234567890"}}
 		if _, err := s.Save(ctx, a); err == nil {
 			t.Errorf("Save(%q): no error", id)
 		}
@@ -306,11 +306,11 @@ func TestStoreRefuses(t *testing.T) {
 		}
 	}
 
-	inline := &Auth{ID: "inline", Provider: "openai", APIKey: "sk-1234567890", Inline: true}
+	inline := &Auth{ID: "inline", Fields: Fields{Provider: "openai", APIKey: "sk-1234567890"}, Inline: true}
 	if _, err := s.Save(ctx, inline); err == nil || !strings.Contains(err.Error(), "inline") {
 		t.Errorf("Save of an inline credential: %v", err)
 	}
-	invalid := &Auth{ID: "invalid", Provider: "openai"}
+	invalid := &Auth{ID: "invalid", Fields: Fields{Provider: "openai"}}
 	if _, err := s.Save(ctx, invalid); err == nil {
 		t.Error("Save of an invalid record: no error")
 	}
@@ -338,14 +338,14 @@ func TestStoreConcurrentSaves(t *testing.T) {
 			wg.Go(func() {
 				for r := range rounds {
 					id := fmt.Sprintf("s%d/g%d/r%d", si, g, r)
-					a := &Auth{ID: id, Provider: "openai", APIKey: "sk-" + strings.Repeat("x", 64), Priority: r}
+					a := &Auth{ID: id, Fields: Fields{Provider: "openai", APIKey: "sk-" + strings.Repeat("x", 64), Priority: r}}
 					if _, err := s.Save(ctx, a); err != nil {
 						errs <- err
 					}
 				}
 				// One record both stores write, contended through the lock.
 				if g == 0 {
-					a := &Auth{ID: "shared", Provider: "openai", APIKey: "sk-1234567890", Label: fmt.Sprint("store ", si)}
+					a := &Auth{ID: "shared", Fields: Fields{Provider: "openai", APIKey: "sk-1234567890", Label: fmt.Sprint("store ", si)}}
 					if _, err := s.Save(ctx, a); err != nil {
 						errs <- err
 					}
@@ -420,7 +420,7 @@ func TestStoreListRetriesVanishedFiles(t *testing.T) {
 	ctx := context.Background()
 	fs := &flakyStorage{FileStorage: &certmagic.FileStorage{Path: t.TempDir()}}
 	s := NewCaddyStore(fs, testPrefix)
-	if _, err := s.Save(ctx, &Auth{ID: "a", Provider: "openai", APIKey: "sk-1234567890"}); err != nil {
+	if _, err := s.Save(ctx, &Auth{ID: "a", Fields: Fields{Provider: "openai", APIKey: "sk-1234567890"}}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -471,7 +471,7 @@ func TestValidateIDRefusesRecordLikeSegments(t *testing.T) {
 	}
 	ctx := context.Background()
 	s, dir := newFileStore(t)
-	if _, err := s.Save(ctx, &Auth{ID: "a.json/b", Provider: "openai", APIKey: "sk-1234567890"}); err == nil {
+	if _, err := s.Save(ctx, &Auth{ID: "a.json/b", Fields: Fields{Provider: "openai", APIKey: "sk-1234567890"}}); err == nil {
 		t.Fatal("Save of a.json/b: no error")
 	}
 	if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(testPrefix), "a.json")); !errors.Is(err, os.ErrNotExist) {
@@ -487,7 +487,7 @@ func TestStoreListSkipsUnreadableKeys(t *testing.T) {
 	fs := &unreadableStorage{FileStorage: &certmagic.FileStorage{Path: dir}}
 	s := NewCaddyStore(fs, testPrefix)
 	for _, id := range []string{"a", "locked", "team/z"} {
-		if _, err := s.Save(ctx, &Auth{ID: id, Provider: "openai", APIKey: "sk-1234567890"}); err != nil {
+		if _, err := s.Save(ctx, &Auth{ID: id, Fields: Fields{Provider: "openai", APIKey: "sk-1234567890"}}); err != nil {
 			t.Fatal(err)
 		}
 	}

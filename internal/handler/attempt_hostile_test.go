@@ -30,8 +30,8 @@ func hostileProxy(t *testing.T, rt http.RoundTripper, keyA, baseA, keyB, baseB s
 	p := pool.Acquire(name)
 	t.Cleanup(func() { pool.Release(name) })
 	p.SetMembers([]*auth.Auth{
-		{ID: "a", Provider: "claude", APIKey: keyA, BaseURL: baseA},
-		{ID: "b", Provider: "claude", APIKey: keyB, BaseURL: baseB},
+		{ID: "a", Fields: auth.Fields{Provider: "claude", APIKey: keyA, BaseURL: baseA}},
+		{ID: "b", Fields: auth.Fields{Provider: "claude", APIKey: keyB, BaseURL: baseB}},
 	}, nil)
 	return &Proxy{
 		Pool:       p,
@@ -135,7 +135,7 @@ func TestAttemptErrorBodiesRedacted(t *testing.T) {
 }
 
 func TestTrimSecretPrefix(t *testing.T) {
-	a := &auth.Auth{APIKey: "sk-0123456789", AccessToken: "tok", RefreshToken: "rt-abcdefgh"}
+	a := &auth.Auth{Fields: auth.Fields{APIKey: "sk-0123456789", AccessToken: "tok"}, RefreshToken: "rt-abcdefgh"}
 	tests := []struct{ in, want string }{
 		{"hello sk-0123", "hello "},
 		{"hello s", "hello "},

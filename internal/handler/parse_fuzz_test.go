@@ -124,7 +124,7 @@ func FuzzRequestPath(f *testing.F) {
 		if len(p.ids.Primary) > len("codex:")+256 || len(p.ids.Fallback) > len("codex:")+256 {
 			t.Fatalf("session ID of %d bytes", len(p.ids.Primary))
 		}
-		out := newUpstreamRequest(context.Background(), r, p.body, &auth.Auth{ID: "a", Provider: "gemini", APIKey: "k"}, base, nil)
+		out := newUpstreamRequest(context.Background(), r, p.body, &auth.Auth{ID: "a", Fields: auth.Fields{Provider: "gemini", APIKey: "k"}}, base, nil)
 		if out.URL.Path != base.Path+u.Path || out.URL.EscapedPath() != out.URL.Path || out.URL.Host != base.Host {
 			t.Fatalf("upstream URL %s for the checked path %q", out.URL, u.Path)
 		}

@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"github.com/caddy-llm-proxy/llmproxy/internal/auth"
+	"github.com/caddy-llm-proxy/llmproxy/internal/glob"
+	"github.com/caddy-llm-proxy/llmproxy/internal/provider"
 )
 
 // hopHeaders are the hop-by-hop headers of RFC 7230 section 6.1, which are
@@ -138,7 +140,7 @@ func (l *HeaderAllowlist) allows(key string) bool {
 		return true
 	}
 	for _, p := range l.patterns {
-		if globMatchFold(p, key) {
+		if glob.Match(p, key) {
 			for _, n := range neverForwarded {
 				if strings.EqualFold(n, key) {
 					return false
@@ -170,41 +172,6 @@ func (l *HeaderAllowlist) filter(src http.Header) http.Header {
 	return dst
 }
 
-// globMatchFold reports whether s matches pattern (lower case, '*' matching
-// any run of characters), ignoring ASCII case. It takes at most
-// O(len(pattern)*len(s)) steps, without recursion.
-func globMatchFold(pattern, s string) bool {
-	p, i := 0, 0
-	star, resume := -1, 0
-	for i < len(s) {
-		switch {
-		case p < len(pattern) && pattern[p] == '*':
-			star, resume = p, i
-			p++
-		case p < len(pattern) && pattern[p] == lowerASCII(s[i]):
-			p++
-			i++
-		case star >= 0:
-			p = star + 1
-			resume++
-			i = resume
-		default:
-			return false
-		}
-	}
-	for p < len(pattern) && pattern[p] == '*' {
-		p++
-	}
-	return p == len(pattern)
-}
-
-func lowerASCII(c byte) byte {
-	if 'A' <= c && c <= 'Z' {
-		return c + 'a' - 'A'
-	}
-	return c
-}
-
 // stripHopHeaders removes hop-by-hop headers, including those named by
 // Connection.
 func stripHopHeaders(h http.Header) {
@@ -221,23 +188,15 @@ func stripHopHeaders(h http.Header) {
 }
 
 // upstreamURL joins a credential's base URL with the client's path and
-// query. The path keeps its API prefix except where the base URL already
-// ends in it: a base of https://host/api/v1 with /v1/chat/completions gives
-// https://host/api/v1/chat/completions, and the Codex backend (whose base
-// has no /v1) gets /responses.
-func upstreamURL(base *url.URL, provider, path, rawQuery string) *url.URL {
-	if provider == "codex" || strings.HasSuffix(base.Path, "/v1") {
-		if rest, ok := strings.CutPrefix(path, "/v1/"); ok {
-			path = "/" + rest
-		}
-	}
-	u := &url.URL{
+// query, by the path rule of the credential's provider (see
+// provider.Provider.UpstreamPath).
+func upstreamURL(base *url.URL, p *provider.Provider, path, rawQuery string) *url.URL {
+	return &url.URL{
 		Scheme:   base.Scheme,
 		Host:     base.Host,
-		Path:     strings.TrimSuffix(base.Path, "/") + path,
+		Path:     p.UpstreamPath(base.Path, path),
 		RawQuery: rawQuery,
 	}
-	return u
 }
 
 // newUpstreamRequest builds the request for one attempt with credential a
@@ -251,7 +210,8 @@ func newUpstreamRequest(ctx context.Context, r *http.Request, body []byte, a *au
 	}
 	out := r.WithContext(ctx) // a shallow copy: every field that matters is set here
 	out.RequestURI = ""
-	out.URL = upstreamURL(base, a.Provider, r.URL.Path, r.URL.RawQuery)
+	p := provider.Lookup(a.Provider)
+	out.URL = upstreamURL(base, p, r.URL.Path, r.URL.RawQuery)
 	out.Host = ""
 	out.Header = fwd.filter(r.Header)
 	out.Trailer = nil
@@ -266,55 +226,15 @@ func newUpstreamRequest(ctx context.Context, r *http.Request, body []byte, a *au
 		out.GetBody = nil
 	}
 	out.ContentLength = int64(len(body))
-	applyCredential(out.Header, a)
+	applyCredential(out.Header, p, a)
 	return out
 }
 
-// applyCredential sets the credential's auth headers as its provider
-// expects (SPEC section 6), then its own extra headers.
-func applyCredential(h http.Header, a *auth.Auth) {
-	switch a.Provider {
-	case "claude":
-		if a.APIKey != "" {
-			h.Set("X-Api-Key", a.APIKey)
-		} else {
-			h.Set("Authorization", "Bearer "+a.AccessToken)
-			addBeta(h, "oauth-2025-04-20")
-		}
-		if h.Get("Anthropic-Version") == "" {
-			h.Set("Anthropic-Version", "2023-06-01")
-		}
-	case "gemini":
-		if a.APIKey != "" {
-			h.Set("X-Goog-Api-Key", a.APIKey)
-		} else {
-			h.Set("Authorization", "Bearer "+a.AccessToken)
-		}
-	case "codex":
-		h.Set("Authorization", "Bearer "+a.Secret())
-		if a.AccessToken != "" && a.AccountID != "" {
-			h.Set("Chatgpt-Account-Id", a.AccountID)
-		}
-	default: // openai, openai_compatible
-		h.Set("Authorization", "Bearer "+a.Secret())
-	}
+// applyCredential sets the credential's auth headers as its provider takes
+// them (SPEC section 6), then its own extra headers.
+func applyCredential(h http.Header, p *provider.Provider, a *auth.Auth) {
+	p.Apply(h, provider.Credential{APIKey: a.APIKey, AccessToken: a.AccessToken, AccountID: a.AccountID})
 	for k, v := range a.Headers {
 		h.Set(k, v)
 	}
-}
-
-// addBeta appends a flag to anthropic-beta unless the client already sent it.
-func addBeta(h http.Header, flag string) {
-	var flags []string
-	for _, v := range h.Values("Anthropic-Beta") {
-		for f := range strings.SplitSeq(v, ",") {
-			if f = strings.TrimSpace(f); f != "" {
-				if f == flag {
-					return
-				}
-				flags = append(flags, f)
-			}
-		}
-	}
-	h.Set("Anthropic-Beta", strings.Join(append(flags, flag), ","))
 }

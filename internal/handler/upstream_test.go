@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/caddy-llm-proxy/llmproxy/internal/auth"
+	"github.com/caddy-llm-proxy/llmproxy/internal/provider"
 )
 
 func TestUpstreamURL(t *testing.T) {
@@ -23,7 +24,7 @@ func TestUpstreamURL(t *testing.T) {
 		{"http://127.0.0.1:8080/", "gemini", "/v1beta/models/g:streamGenerateContent", "alt=sse", "http://127.0.0.1:8080/v1beta/models/g:streamGenerateContent?alt=sse"},
 	} {
 		base, _ := url.Parse(tc.base)
-		if got := upstreamURL(base, tc.provider, tc.path, tc.query).String(); got != tc.want {
+		if got := upstreamURL(base, provider.Lookup(tc.provider), tc.path, tc.query).String(); got != tc.want {
 			t.Errorf("%s + %s = %s, want %s", tc.base, tc.path, got, tc.want)
 		}
 	}
@@ -48,7 +49,7 @@ func TestNewUpstreamRequestAppliesCredentialAndStripsClientKeys(t *testing.T) {
 		a     *auth.Auth
 		check func(t *testing.T, h http.Header)
 	}{
-		{"claude api key", &auth.Auth{ID: "a", Provider: "claude", APIKey: "sk-up"}, func(t *testing.T, h http.Header) {
+		{"claude api key", &auth.Auth{ID: "a", Fields: auth.Fields{Provider: "claude", APIKey: "sk-up"}}, func(t *testing.T, h http.Header) {
 			if h.Get("X-Api-Key") != "sk-up" || h.Get("Authorization") != "" {
 				t.Errorf("x-api-key %q authorization %q", h.Get("X-Api-Key"), h.Get("Authorization"))
 			}
@@ -59,7 +60,7 @@ func TestNewUpstreamRequestAppliesCredentialAndStripsClientKeys(t *testing.T) {
 				t.Errorf("anthropic-version %q", h.Get("Anthropic-Version"))
 			}
 		}},
-		{"claude oauth", &auth.Auth{ID: "a", Provider: "claude", AccessToken: "oat"}, func(t *testing.T, h http.Header) {
+		{"claude oauth", &auth.Auth{ID: "a", Fields: auth.Fields{Provider: "claude", AccessToken: "oat"}}, func(t *testing.T, h http.Header) {
 			if h.Get("Authorization") != "Bearer oat" || h.Get("X-Api-Key") != "" {
 				t.Errorf("authorization %q x-api-key %q", h.Get("Authorization"), h.Get("X-Api-Key"))
 			}
@@ -67,17 +68,17 @@ func TestNewUpstreamRequestAppliesCredentialAndStripsClientKeys(t *testing.T) {
 				t.Errorf("betas %q", h.Get("Anthropic-Beta"))
 			}
 		}},
-		{"openai", &auth.Auth{ID: "a", Provider: "openai", APIKey: "sk-o", Headers: map[string]string{"OpenAI-Organization": "org-1"}}, func(t *testing.T, h http.Header) {
+		{"openai", &auth.Auth{ID: "a", Fields: auth.Fields{Provider: "openai", APIKey: "sk-o", Headers: map[string]string{"OpenAI-Organization": "org-1"}}}, func(t *testing.T, h http.Header) {
 			if h.Get("Authorization") != "Bearer sk-o" || h.Get("Openai-Organization") != "org-1" {
 				t.Errorf("headers %v", h)
 			}
 		}},
-		{"codex oauth", &auth.Auth{ID: "a", Provider: "codex", AccessToken: "tok", AccountID: "acct"}, func(t *testing.T, h http.Header) {
+		{"codex oauth", &auth.Auth{ID: "a", Fields: auth.Fields{Provider: "codex", AccessToken: "tok", AccountID: "acct"}}, func(t *testing.T, h http.Header) {
 			if h.Get("Authorization") != "Bearer tok" || h.Get("Chatgpt-Account-Id") != "acct" {
 				t.Errorf("headers %v", h)
 			}
 		}},
-		{"gemini", &auth.Auth{ID: "a", Provider: "gemini", APIKey: "gk"}, func(t *testing.T, h http.Header) {
+		{"gemini", &auth.Auth{ID: "a", Fields: auth.Fields{Provider: "gemini", APIKey: "gk"}}, func(t *testing.T, h http.Header) {
 			if h.Get("X-Goog-Api-Key") != "gk" || h.Get("Authorization") != "" {
 				t.Errorf("headers %v", h)
 			}
@@ -118,7 +119,7 @@ func TestNewUpstreamRequestAppliesCredentialAndStripsClientKeys(t *testing.T) {
 	}
 	// Never generated when the client did not send one.
 	r.Header.Del("Idempotency-Key")
-	out := newUpstreamRequest(context.Background(), r, body, &auth.Auth{ID: "a", Provider: "openai", APIKey: "k"}, &url.URL{Scheme: "https", Host: "x"}, nil)
+	out := newUpstreamRequest(context.Background(), r, body, &auth.Auth{ID: "a", Fields: auth.Fields{Provider: "openai", APIKey: "k"}}, &url.URL{Scheme: "https", Host: "x"}, nil)
 	if _, ok := out.Header["Idempotency-Key"]; ok {
 		t.Errorf("Idempotency-Key generated")
 	}
@@ -142,7 +143,7 @@ func TestReadBodyLimit(t *testing.T) {
 }
 
 func TestRedactSecrets(t *testing.T) {
-	a := &auth.Auth{APIKey: "sk-upstream-secret-1234", AccessToken: "short"}
+	a := &auth.Auth{Fields: auth.Fields{APIKey: "sk-upstream-secret-1234", AccessToken: "short"}}
 	got := string(redactSecrets([]byte(`{"error":{"message":"Incorrect API key provided: sk-upstream-secret-1234."}}`), a))
 	if strings.Contains(got, "sk-upstream-secret-1234") || !strings.Contains(got, "[redacted]") {
 		t.Fatalf("secret not redacted: %s", got)
@@ -150,5 +151,59 @@ func TestRedactSecrets(t *testing.T) {
 	// Very short values are not treated as secrets to hunt for.
 	if got := string(redactSecrets([]byte("a short answer"), a)); got != "a short answer" {
 		t.Fatalf("short value redacted: %s", got)
+	}
+}
+
+// TestNewUpstreamRequestCredentialWins: a client cannot choose the account
+// or the credential sent upstream, and per-credential headers come last.
+func TestNewUpstreamRequestCredentialWins(t *testing.T) {
+	r := httptest.NewRequest(http.MethodPost, "http://proxy/v1/responses", strings.NewReader("{}"))
+	r.Header.Set("Chatgpt-Account-Id", "client-account")
+	r.Header.Set("Authorization", "Bearer client-token")
+	r.Header.Set("Anthropic-Version", "2023-01-01")
+	fwd, err := NewHeaderAllowlist([]string{"Chatgpt-*"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		a       *auth.Auth
+		account string
+	}{
+		{"codex oauth", &auth.Auth{ID: "a", Fields: auth.Fields{Provider: "codex", AccessToken: "tok", AccountID: "acct"}}, "acct"},
+		{"codex key", &auth.Auth{ID: "a", Fields: auth.Fields{Provider: "codex", APIKey: "key", AccountID: "acct"}}, ""},
+		{"credential header", &auth.Auth{ID: "a", Fields: auth.Fields{Provider: "codex", AccessToken: "tok", AccountID: "acct",
+			Headers: map[string]string{"Chatgpt-Account-Id": "configured"}}}, "configured"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			base, _ := url.Parse("https://chatgpt.example/backend-api/codex")
+			out := newUpstreamRequest(context.Background(), r, []byte("{}"), tc.a, base, nil)
+			if got := out.Header.Get("Chatgpt-Account-Id"); got != tc.account {
+				t.Errorf("chatgpt-account-id %q, want %q", got, tc.account)
+			}
+			// Forwarding the header on purpose does not let a client
+			// override the account of an OAuth credential.
+			out = newUpstreamRequest(context.Background(), r, []byte("{}"), tc.a, base, fwd)
+			if got := out.Header.Get("Chatgpt-Account-Id"); tc.account != "" && got != tc.account {
+				t.Errorf("with chatgpt-* forwarded: chatgpt-account-id %q, want %q", got, tc.account)
+			}
+			if got := out.Header.Get("Authorization"); got != "Bearer "+tc.a.Secret() {
+				t.Errorf("authorization %q", got)
+			}
+			if out.URL.String() != "https://chatgpt.example/backend-api/codex/responses" {
+				t.Errorf("url %s", out.URL)
+			}
+		})
+	}
+
+	// A claude credential keeps the client's anthropic-version unless its
+	// own headers set one.
+	a := &auth.Auth{ID: "c", Fields: auth.Fields{Provider: "claude", APIKey: "k"}}
+	if out := newUpstreamRequest(context.Background(), r, nil, a, &url.URL{Scheme: "https", Host: "x"}, nil); out.Header.Get("Anthropic-Version") != "2023-01-01" {
+		t.Errorf("anthropic-version %q", out.Header.Get("Anthropic-Version"))
+	}
+	a.Headers = map[string]string{"Anthropic-Version": "2099-01-01"}
+	if out := newUpstreamRequest(context.Background(), r, nil, a, &url.URL{Scheme: "https", Host: "x"}, nil); out.Header.Get("Anthropic-Version") != "2099-01-01" {
+		t.Errorf("anthropic-version %q with a credential header", out.Header.Get("Anthropic-Version"))
 	}
 }

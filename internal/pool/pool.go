@@ -43,6 +43,7 @@ import (
 	"github.com/caddy-llm-proxy/llmproxy/internal/apifamily"
 	"github.com/caddy-llm-proxy/llmproxy/internal/auth"
 	"github.com/caddy-llm-proxy/llmproxy/internal/clock"
+	"github.com/caddy-llm-proxy/llmproxy/internal/provider"
 	"github.com/caddy-llm-proxy/llmproxy/internal/selector"
 	"github.com/caddy-llm-proxy/llmproxy/internal/session"
 )
@@ -359,7 +360,7 @@ func (p *Pool) Eligible(family apifamily.Family, model string) *Eligible {
 	byID := make(map[string]*Credential)
 	for _, c := range p.creds {
 		a := c.Auth()
-		if a.Disabled || !family.Serves(a.Provider) || (model != "" && !a.ServesModel(model)) {
+		if a.Disabled || !provider.Lookup(a.Provider).Serves(family) || (model != "" && !a.ServesModel(model)) {
 			continue
 		}
 		cands = append(cands, selector.Candidate{ID: c.id, Priority: a.Priority, Weight: a.EffectiveWeight()})
