@@ -92,6 +92,9 @@ func (p *caddyProcess) reload(t *testing.T, storage, body string) {
 		b, _ := io.ReadAll(resp.Body)
 		t.Fatalf("reload %s: %d %s", p.admin, resp.StatusCode, b)
 	}
+	// The old server closes its idle keep-alive connections after a
+	// reload; a request racing that close would get EOF. Start afresh.
+	http.DefaultClient.CloseIdleConnections()
 }
 
 func (p *caddyProcess) send(t *testing.T, body string) string {
