@@ -259,21 +259,14 @@ func parseAuthOption(d *caddyfile.Dispenser, a *InlineAuth, opt string, args []s
 		*target = args[0]
 		return nil
 	}
+	text := map[string]*string{
+		"provider": &a.Provider, "api_key": &a.APIKey, "access_token": &a.AccessToken, "account_id": &a.AccountID,
+		"base_url": &a.BaseURL, "proxy_url": &a.ProxyURL, "label": &a.Label,
+	}
+	if target, ok := text[opt]; ok {
+		return one(target)
+	}
 	switch opt {
-	case "provider":
-		return one(&a.Provider)
-	case "api_key":
-		return one(&a.APIKey)
-	case "access_token":
-		return one(&a.AccessToken)
-	case "account_id":
-		return one(&a.AccountID)
-	case "base_url":
-		return one(&a.BaseURL)
-	case "proxy_url":
-		return one(&a.ProxyURL)
-	case "label":
-		return one(&a.Label)
 	case "models":
 		if len(args) == 0 {
 			return d.Errf("auth %q: models needs at least one pattern", a.ID)
