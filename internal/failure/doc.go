@@ -15,8 +15,9 @@
 // responses (Retry-After, retry-after-ms, Anthropic, OpenAI and Gemini
 // formats) so that a credential is cooled exactly as long as the provider
 // asks. [Policy] holds the cooldown durations of the `cooldown`
-// configuration block and the backoff ladder for rate limits that come
-// without a hint.
+// configuration block, and [Policy.Cooldown] is all the cooldown
+// arithmetic: the deadline a verdict sets and the backoff ladder for rate
+// limits that come without a hint. Callers only store what it returns.
 //
 // Every function takes the current time as an argument; nothing in this
 // package reads the clock or sleeps.

@@ -12,7 +12,7 @@ import (
 
 // Credential is one upstream credential of a pool together with the runtime
 // state that must outlive config reloads and record updates: cooldown
-// deadlines, the 429 backoff ladder and counters. The record itself is
+// deadlines, the 429 streaks and counters. The record itself is
 // swapped atomically when storage or the config changes it.
 type Credential struct {
 	id     string
