@@ -87,7 +87,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	ids := map[string]bool{}
 	for d.NextBlock(0) {
 		opt := d.Val()
-		if opt != "auth" {
+		if opt != "auth" && opt != "oauth" {
 			if seen[opt] {
 				return d.Errf("duplicate %s option", opt)
 			}
@@ -114,10 +114,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.TransportRaw, err = parseTransport(d)
 		case "forward_headers":
 			h.ForwardHeaders, err = parseForwardHeaders(d)
+		case "oauth":
+			if h.OAuth == nil {
+				h.OAuth = map[string]*OAuthProvider{}
+			}
+			err = parseOAuth(d, h.OAuth)
 		case "pool", "storage_prefix", "rescan_interval", "max_request_body", "management_secret":
 			err = h.parseValue(d, opt)
 		default:
-			err = d.Errf("unknown llm_proxy option %q; expected one of pool, auth, storage_prefix, storage, rescan_interval, routing, access, retry, cooldown, max_request_body, forward_headers, transport, management_secret", opt)
+			err = d.Errf("unknown llm_proxy option %q; expected one of pool, auth, storage_prefix, storage, rescan_interval, routing, access, retry, cooldown, max_request_body, forward_headers, transport, management_secret, oauth", opt)
 		}
 		if err != nil {
 			return err

@@ -114,6 +114,12 @@ func TestCaddyfileAdaptErrors(t *testing.T) {
 		{"forward_headers client key", wrap(auth + "\t\tforward_headers X-Team Authorization\n"), `forward_headers: header Authorization is never forwarded upstream`, 7},
 		{"forward_headers bad name", wrap(auth + "\t\tforward_headers \"X Team\"\n"), `forward_headers: bad header name "X Team"`, 7},
 		{"forward_headers twice", wrap(auth + "\t\tforward_headers A\n\t\tforward_headers B\n"), `duplicate forward_headers option`, 8},
+		{"oauth without provider", wrap(auth + "\t\toauth {\n\t\t}\n"), `oauth takes a provider name (claude, codex)`, 7},
+		{"oauth for an API-key provider", wrap(auth + "\t\toauth gemini {\n\t\t}\n"), `oauth: unknown provider "gemini"; expected one of claude, codex`, 7},
+		{"oauth twice", wrap(auth + "\t\toauth claude {\n\t\t}\n\t\toauth claude {\n\t\t}\n"), `duplicate oauth claude block`, 9},
+		{"oauth bad url", wrap(auth + "\t\toauth codex {\n\t\t\ttoken_url auth.example.com/token\n\t\t}\n"), `oauth codex: token_url: "auth.example.com/token" is not an absolute http or https URL`, 8},
+		{"oauth bad lead", wrap(auth + "\t\toauth claude {\n\t\t\trefresh_lead early\n\t\t}\n"), `oauth claude: bad refresh_lead "early"`, 8},
+		{"oauth unknown option", wrap(auth + "\t\toauth claude {\n\t\t\tclient_secret x\n\t\t}\n"), `oauth claude: unknown option "client_secret"`, 8},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(tc.cfg), map[string]any{"filename": "Caddyfile"})

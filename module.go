@@ -133,8 +133,14 @@ type Handler struct {
 	// ($2a$/$2b$/$2y$) is compared as a hash, anything else as plain text.
 	ManagementSecret string `json:"management_secret,omitempty"`
 
+	// OAuth overrides, per provider (claude, codex), where subscription
+	// credentials are refreshed and logged in, and how early tokens are
+	// refreshed. Default: the providers' own endpoints (see OAuthProvider).
+	OAuth map[string]*OAuthProvider `json:"oauth,omitempty"`
+
 	proxy      *handler.Proxy
-	attachment *pool.Attachment // this config's use of the pool
+	attachment *pool.Attachment         // this config's use of the pool
+	oauth      map[string]OAuthSettings // per provider with an OAuth login, overrides applied
 	pool       *pool.Pool
 	transports *transports
 	logger     *zap.Logger
@@ -227,6 +233,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	access, err := h.provisionAccess(ctx, repl)
 	if err != nil {
+		return err
+	}
+	if h.oauth, err = h.oauthSettings(repl); err != nil {
 		return err
 	}
 	strategy, affinity, err := h.provisionRouting()
