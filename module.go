@@ -30,6 +30,7 @@ import (
 	"github.com/caddy-llm-proxy/llmproxy/internal/clock"
 	"github.com/caddy-llm-proxy/llmproxy/internal/failure"
 	"github.com/caddy-llm-proxy/llmproxy/internal/handler"
+	"github.com/caddy-llm-proxy/llmproxy/internal/oauth"
 	"github.com/caddy-llm-proxy/llmproxy/internal/pool"
 	"github.com/caddy-llm-proxy/llmproxy/internal/selector"
 )
@@ -139,8 +140,8 @@ type Handler struct {
 	OAuth map[string]*OAuthProvider `json:"oauth,omitempty"`
 
 	proxy      *handler.Proxy
-	attachment *pool.Attachment         // this config's use of the pool
-	oauth      map[string]OAuthSettings // per provider with an OAuth login, overrides applied
+	attachment *pool.Attachment          // this config's use of the pool
+	oauth      map[string]oauth.Settings // per provider with an OAuth login, overrides applied
 	pool       *pool.Pool
 	transports *transports
 	logger     *zap.Logger
@@ -262,6 +263,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Logger:           h.logger,
 		BindingTTL:       h.bindingTTL(),
 		RescanInterval:   h.rescanInterval(),
+		OAuth:            h.oauth,
+		Client:           h.transports.Client,
 	})
 	if err != nil {
 		return err

@@ -39,13 +39,6 @@ type OAuthProvider struct {
 	RefreshLead caddy.Duration `json:"refresh_lead,omitempty"`
 }
 
-// OAuthSettings are one provider's effective OAuth settings in a pool: the
-// provider's defaults with the pool's overrides applied.
-type OAuthSettings struct {
-	Endpoints   oauth.Endpoints
-	RefreshLead time.Duration
-}
-
 // oauthProviders lists the providers whose credentials llm_proxy can
 // refresh and log in, sorted.
 func oauthProviders() []string {
@@ -61,16 +54,16 @@ func oauthProviders() []string {
 
 // oauthSettings resolves the pool's OAuth settings for every provider that
 // has an OAuth login, expanding placeholders in the overrides.
-func (h *Handler) oauthSettings(repl *caddy.Replacer) (map[string]OAuthSettings, error) {
+func (h *Handler) oauthSettings(repl *caddy.Replacer) (map[string]oauth.Settings, error) {
 	for name := range h.OAuth {
 		if p := provider.Lookup(name); p == nil || p.OAuth.TokenURL == "" {
 			return nil, fmt.Errorf("oauth %q: no OAuth login for this provider; expected one of %s", name, strings.Join(oauthProviders(), ", "))
 		}
 	}
-	out := make(map[string]OAuthSettings)
+	out := make(map[string]oauth.Settings)
 	for _, name := range oauthProviders() {
 		p := provider.Lookup(name)
-		s := OAuthSettings{Endpoints: p.OAuth, RefreshLead: p.RefreshLead}
+		s := oauth.Settings{Endpoints: p.OAuth, RefreshLead: p.RefreshLead}
 		if o := h.OAuth[name]; o != nil {
 			x := func(v string) string { return repl.ReplaceKnown(v, "") }
 			for _, f := range []struct {

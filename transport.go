@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 
@@ -51,5 +52,21 @@ func (t *transports) close() {
 	defer t.mu.Unlock()
 	for _, rt := range t.proxied {
 		rt.CloseIdleConnections()
+	}
+}
+
+// Client returns an HTTP client for calls made on a credential's behalf
+// outside the request path (OAuth token endpoints), through its proxy_url
+// when it has one; a nil credential gets the configured transport. Such
+// calls never follow redirects, so a token cannot be carried elsewhere.
+func (t *transports) Client(a *auth.Auth) *http.Client {
+	rt := t.base
+	if a != nil {
+		rt = t.For(a)
+	}
+	return &http.Client{
+		Transport:     rt,
+		Timeout:       30 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 }

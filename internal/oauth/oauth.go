@@ -14,6 +14,7 @@ package oauth
 import (
 	"errors"
 	"net/url"
+	"time"
 )
 
 // BodyFormat is how a token request's parameters are encoded.
@@ -124,4 +125,13 @@ func checkURL(name, raw string) error {
 		return errors.New(name + " must be an absolute http or https URL")
 	}
 	return nil
+}
+
+// Settings are one provider's effective OAuth settings in a pool: the
+// provider's defaults with the pool's overrides applied.
+type Settings struct {
+	Endpoints Endpoints
+	// RefreshLead is how long before an access token expires it is
+	// refreshed (after its last refresh, when the expiry is unknown).
+	RefreshLead time.Duration
 }

@@ -3,12 +3,14 @@ package pool
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"slices"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/caddy-llm-proxy/llmproxy/internal/auth"
+	"github.com/caddy-llm-proxy/llmproxy/internal/oauth"
 )
 
 // Config is what one loaded Caddy config says about a pool: the settings
@@ -37,6 +39,15 @@ type Config struct {
 	// RescanInterval is how often Store is listed again while the config
 	// is active and serving; zero or less turns rescans off.
 	RescanInterval time.Duration
+	// OAuth are the config's OAuth settings per provider name (token
+	// endpoints, authorize pages, refresh lead), for refreshing and
+	// logging in subscription credentials; nil for none.
+	OAuth map[string]oauth.Settings
+	// Client returns the HTTP client for calls made on a credential's
+	// behalf outside the request path (token endpoints): it honours the
+	// credential's proxy_url, and a nil credential gets the config's
+	// default transport. Nil: http.DefaultClient.
+	Client func(a *auth.Auth) *http.Client
 }
 
 // Attachment is one config's use of a pool, from [Attach] to
