@@ -119,30 +119,29 @@ func parseOAuth(d *caddyfile.Dispenser, into map[string]*OAuthProvider) error {
 		return d.Errf("duplicate oauth %s block", name)
 	}
 	o := new(OAuthProvider)
-	err := blockOptions(d, "oauth "+name, func(opt string, args []string) error {
-		var target *string
-		switch opt {
-		case "token_url":
-			target = &o.TokenURL
-		case "authorize_url":
-			target = &o.AuthorizeURL
-		case "client_id":
-			target = &o.ClientID
-		case "redirect_uri":
-			target = &o.RedirectURI
-		case "refresh_lead":
-			v, err := durationArg(d, "oauth "+name, opt, args)
+	values := map[string]*string{
+		"token_url":     &o.TokenURL,
+		"authorize_url": &o.AuthorizeURL,
+		"client_id":     &o.ClientID,
+		"redirect_uri":  &o.RedirectURI,
+	}
+	block := "oauth " + name
+	err := blockOptions(d, block, func(opt string, args []string) error {
+		if opt == "refresh_lead" {
+			v, err := durationArg(d, block, opt, args)
 			o.RefreshLead = v
 			return err
-		default:
-			return d.Errf("oauth %s: unknown option %q; expected one of token_url, authorize_url, client_id, redirect_uri, refresh_lead", name, opt)
+		}
+		target, ok := values[opt]
+		if !ok {
+			return d.Errf("%s: unknown option %q; expected one of token_url, authorize_url, client_id, redirect_uri, refresh_lead", block, opt)
 		}
 		if len(args) != 1 {
-			return d.Errf("oauth %s: %s takes one value", name, opt)
+			return d.Errf("%s: %s takes one value", block, opt)
 		}
 		if opt != "client_id" && !strings.Contains(args[0], "{") {
 			if err := checkHTTPURL(args[0]); err != nil {
-				return d.Errf("oauth %s: %s: %v", name, opt, err)
+				return d.Errf("%s: %s: %v", block, opt, err)
 			}
 		}
 		*target = args[0]

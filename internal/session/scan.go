@@ -150,17 +150,9 @@ func forEachMember(b []byte, fn func(key, val []byte) bool) bool {
 		if !fn(key, b[vs:ve]) {
 			return true
 		}
-		i = skipWS(b, ve)
-		if i >= len(b) {
-			return false
-		}
-		switch b[i] {
-		case ',':
-			i = skipWS(b, i+1)
-		case '}':
-			return skipWS(b, i+1) == len(b)
-		default:
-			return false
+		var end, ok bool
+		if i, end, ok = afterValue(b, ve, '}'); end {
+			return ok
 		}
 	}
 }
@@ -185,19 +177,27 @@ func forEachElement(b []byte, fn func(val []byte) bool) bool {
 		if !fn(b[i:ve]) {
 			return true
 		}
-		i = skipWS(b, ve)
-		if i >= len(b) {
-			return false
-		}
-		switch b[i] {
-		case ',':
-			i = skipWS(b, i+1)
-		case ']':
-			return skipWS(b, i+1) == len(b)
-		default:
-			return false
+		var end, ok bool
+		if i, end, ok = afterValue(b, ve, ']'); end {
+			return ok
 		}
 	}
+}
+
+// afterValue steps over what follows a member or element that ends at ve:
+// after a comma, i is the start of the next one; at closer (or anything
+// else) the walk ends, and wellFormed reports whether b ends right there.
+func afterValue(b []byte, ve int, closer byte) (i int, end, wellFormed bool) {
+	i = skipWS(b, ve)
+	switch {
+	case i >= len(b):
+		return i, true, false
+	case b[i] == ',':
+		return skipWS(b, i+1), false, true
+	case b[i] == closer:
+		return i, true, skipWS(b, i+1) == len(b)
+	}
+	return i, true, false
 }
 
 // isString reports whether the raw value v is a JSON string.
