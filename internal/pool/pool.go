@@ -87,6 +87,10 @@ type Pool struct {
 	// order: store, life, mu.
 	store  sync.Mutex
 	warned map[string]string // storage key → problem already logged
+
+	// logins are the logins started through the admin API and waiting
+	// for their code (login.go).
+	logins loginTable
 }
 
 type setKey struct {
