@@ -16,8 +16,10 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/caddy-llm-proxy/llmproxy/internal/glob"
+	"github.com/caddy-llm-proxy/llmproxy/internal/oauth"
 	"github.com/caddy-llm-proxy/llmproxy/internal/provider"
 	"github.com/caddy-llm-proxy/llmproxy/internal/selector"
 )
@@ -119,7 +121,7 @@ func (f *Fields) Expand(expand func(string) string) {
 // Field names are matched exactly (lower case). The files written by the
 // CLIProxyAPI login flows for Claude and Codex load unchanged: "type" is
 // accepted in place of "provider", and every field llm_proxy does not know
-// (id_token, last_refresh, ...) is kept and written back as it was. Gemini CLI
+// is kept and written back as it was. Gemini CLI
 // OAuth files (type "gemini" with a "token" object) are not supported: a
 // Gemini credential needs an api_key, and such a file is reported as a record
 // that failed to load.
@@ -133,13 +135,22 @@ type Auth struct {
 	// Fields are the settings users write.
 	Fields
 
-	// RefreshToken is the OAuth refresh token, kept for the login tool that
-	// wrote the record.
+	// RefreshToken is the OAuth refresh token that obtains the next access
+	// token. llm_proxy refreshes records that have one before their access
+	// token expires, and writes the rotated token back.
 	RefreshToken string `json:"refresh_token,omitempty"`
+
+	// IDToken is the OpenID Connect ID token of the last login or refresh
+	// (Codex), kept as the login flows write it.
+	IDToken string `json:"id_token,omitempty"`
 
 	// Expired is when the access token expires, in RFC 3339 form as written
 	// by the login flows.
 	Expired string `json:"expired,omitempty"`
+
+	// LastRefresh is when the tokens were last obtained, in RFC 3339 form.
+	// Without Expired, the next refresh is due refresh_lead after it.
+	LastRefresh string `json:"last_refresh,omitempty"`
 
 	// Email is the account's e-mail address, as written by login flows.
 	Email string `json:"email,omitempty"`
@@ -175,7 +186,9 @@ var knownFields = []knownField{
 	{"api_key", func(a *Auth) any { return &a.APIKey }},
 	{"access_token", func(a *Auth) any { return &a.AccessToken }},
 	{"refresh_token", func(a *Auth) any { return &a.RefreshToken }},
+	{"id_token", func(a *Auth) any { return &a.IDToken }},
 	{"expired", func(a *Auth) any { return &a.Expired }},
+	{"last_refresh", func(a *Auth) any { return &a.LastRefresh }},
 	{"base_url", func(a *Auth) any { return &a.BaseURL }},
 	{"models", func(a *Auth) any { return &a.Models }},
 	{"priority", func(a *Auth) any { return &a.Priority }},
@@ -614,4 +627,31 @@ func (a *Auth) Clone() *Auth {
 	c.raw = maps.Clone(a.raw) // raw values are never modified, so they are shared
 	c.order = slices.Clone(a.order)
 	return &c
+}
+
+// ApplyToken makes t the record's tokens, as obtained at now by a refresh
+// or a login: access_token, refresh_token (kept when t has none), expired
+// (removed when t's expiry is unknown), last_refresh, and id_token, email
+// and account_id when t carries them. Every other field, known or not,
+// keeps its value and place in the document.
+func (a *Auth) ApplyToken(t oauth.Token, now time.Time) {
+	a.AccessToken = t.AccessToken
+	if t.RefreshToken != "" {
+		a.RefreshToken = t.RefreshToken
+	}
+	a.Expired = ""
+	if !t.Expiry.IsZero() {
+		a.Expired = oauth.FormatTime(t.Expiry)
+	}
+	a.LastRefresh = oauth.FormatTime(now)
+	for _, f := range []struct {
+		dst *string
+		val string
+	}{
+		{&a.IDToken, t.IDToken}, {&a.Email, t.Email}, {&a.AccountID, t.AccountID},
+	} {
+		if f.val != "" {
+			*f.dst = f.val
+		}
+	}
 }

@@ -51,12 +51,14 @@ func TestParseLoginFiles(t *testing.T) {
 		{
 			name: "claude oauth", data: claudeOAuthFile, oauth: true,
 			want: Auth{ID: "claude oauth", Fields: Fields{Provider: "claude", AccessToken: "sk-ant-oat01-AAAAAAAAAAAAAAAAAAAAAAAA"},
-				RefreshToken: "sk-ant-ort01-BBBBBBBBBBBBBBBBBBBB", Expired: "2025-10-01T12:00:00Z", Email: "a@b.c"},
+				RefreshToken: "sk-ant-ort01-BBBBBBBBBBBBBBBBBBBB", Expired: "2025-10-01T12:00:00Z", Email: "a@b.c",
+				LastRefresh: "2025-09-30T12:00:00+02:00"},
 		},
 		{
 			name: "codex oauth", data: codexOAuthFile, oauth: true,
 			want: Auth{ID: "codex oauth", Fields: Fields{Provider: "codex", AccessToken: "eyJhY2Nlc3M.token.sig", AccountID: "acct-1234"},
-				RefreshToken: "rt_CCCCCCCCCCCC", Email: "x@y.z", Expired: "2025-10-01T12:00:00+08:00"},
+				RefreshToken: "rt_CCCCCCCCCCCC", Email: "x@y.z", Expired: "2025-10-01T12:00:00+08:00",
+				IDToken: "eyJhbGciOi.eyJzdWIi.c2ln", LastRefresh: "2025-09-30T12:00:00Z"},
 		},
 		{
 			name: "claude api key", data: claudeKeyFile,

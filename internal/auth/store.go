@@ -27,6 +27,15 @@ type Store interface {
 	// one the write is skipped and changed is false.
 	Save(ctx context.Context, a *Auth) (changed bool, err error)
 
+	// Update changes the record id in one read-modify-write under the
+	// storage lock of its key, so that no other writer's change is lost
+	// (several Caddy instances refreshing one OAuth credential): fn gets
+	// the stored record, nil when there is none, and returns the record to
+	// write, or nil to write nothing. The write is atomic and skipped when
+	// the JSON is unchanged. Update returns the record stored after the
+	// call (nil when there is none) and whether it was written.
+	Update(ctx context.Context, id string, fn func(cur *Auth) (*Auth, error)) (rec *Auth, changed bool, err error)
+
 	// Delete removes the record id. Deleting a missing record is not an
 	// error.
 	Delete(ctx context.Context, id string) error
@@ -188,32 +197,94 @@ func (s *CaddyStore) Save(ctx context.Context, a *Auth) (changed bool, err error
 	if err := s.check(); err != nil {
 		return false, err
 	}
+	data, err := s.encode(a)
+	if err != nil {
+		return false, err
+	}
+	return UpdateDocument(ctx, s.Storage, s.Key(a.ID), func([]byte) ([]byte, error) { return data, nil })
+}
+
+// Update implements Store. A stored record that does not parse is an
+// error, and fn is not called.
+func (s *CaddyStore) Update(ctx context.Context, id string, fn func(cur *Auth) (*Auth, error)) (rec *Auth, changed bool, err error) {
+	if err := s.check(); err != nil {
+		return nil, false, err
+	}
+	if err := ValidateID(id); err != nil {
+		return nil, false, err
+	}
+	changed, err = UpdateDocument(ctx, s.Storage, s.Key(id), func(old []byte) ([]byte, error) {
+		var cur *Auth
+		if old != nil {
+			var err error
+			if cur, err = Parse(id, old); err != nil {
+				return nil, err
+			}
+		}
+		rec = cur
+		next, err := fn(cur)
+		if err != nil || next == nil {
+			return nil, err
+		}
+		if next.ID != id {
+			return nil, fmt.Errorf("auth %q: update returned record %q", id, next.ID)
+		}
+		data, err := s.encode(next)
+		if err != nil {
+			return nil, err
+		}
+		rec = next
+		return data, nil
+	})
+	if err != nil && !changed {
+		return nil, false, err
+	}
+	return rec, changed, err
+}
+
+// encode validates a record and returns its document as written: indented,
+// with the unknown fields it was decoded with.
+func (s *CaddyStore) encode(a *Auth) ([]byte, error) {
 	if a.Inline {
-		return false, fmt.Errorf("auth %q is inline: inline credentials are never written to storage", a.ID)
+		return nil, fmt.Errorf("auth %q is inline: inline credentials are never written to storage", a.ID)
 	}
 	if err := a.Validate(); err != nil {
-		return false, err
+		return nil, err
 	}
 	doc, err := a.MarshalJSON()
 	if err != nil {
-		return false, fmt.Errorf("auth %q: %w", a.ID, err)
+		return nil, fmt.Errorf("auth %q: %w", a.ID, err)
 	}
 	var data bytes.Buffer
 	if err := json.Indent(&data, doc, "", "  "); err != nil {
-		return false, fmt.Errorf("auth %q: %w", a.ID, err)
+		return nil, fmt.Errorf("auth %q: %w", a.ID, err)
 	}
 	data.WriteByte('\n')
+	return data.Bytes(), nil
+}
 
-	key := s.Key(a.ID)
-	err = s.locked(ctx, key, func() error {
-		old, err := s.Storage.Load(ctx, key)
+// UpdateDocument changes the document at key in st in one
+// read-modify-write under the storage lock named key, the lock Save and
+// Update take: fn gets the stored document, nil when there is none, and
+// returns the new one, or nil to leave storage as it is. The write is
+// skipped when the new document holds the same JSON value as the stored
+// one. changed reports whether it was written, also when err reports that
+// the lock could not be released afterwards. The lock is released even
+// when ctx is cancelled.
+func UpdateDocument(ctx context.Context, st certmagic.Storage, key string, fn func(old []byte) ([]byte, error)) (changed bool, err error) {
+	err = locked(ctx, st, key, func() error {
+		old, err := st.Load(ctx, key)
 		switch {
-		case err == nil && sameDocument(old, doc):
-			return nil
-		case err != nil && !errors.Is(err, fs.ErrNotExist):
+		case errors.Is(err, fs.ErrNotExist):
+			old = nil
+		case err != nil:
 			return fmt.Errorf("loading %s: %w", key, err)
 		}
-		if err := s.Storage.Store(ctx, key, data.Bytes()); err != nil {
+		data, err := fn(old)
+		if err != nil || data == nil || (old != nil && sameDocument(old, data)) {
+			return err
+		}
+		if err := st.Store(ctx, key, data); err != nil {
 			return fmt.Errorf("storing %s: %w", key, err)
 		}
 		changed = true
@@ -246,14 +317,19 @@ func (s *CaddyStore) Delete(ctx context.Context, id string) error {
 	})
 }
 
-// locked runs fn holding the storage lock named key. The lock is released
-// even when ctx is cancelled.
+// locked runs fn holding the storage lock named key.
 func (s *CaddyStore) locked(ctx context.Context, key string, fn func() error) error {
-	if err := s.Storage.Lock(ctx, key); err != nil {
+	return locked(ctx, s.Storage, key, fn)
+}
+
+// locked runs fn holding the lock named key of st. The lock is released
+// even when ctx is cancelled.
+func locked(ctx context.Context, st certmagic.Storage, key string, fn func() error) error {
+	if err := st.Lock(ctx, key); err != nil {
 		return fmt.Errorf("locking %s: %w", key, err)
 	}
 	err := fn()
-	if uerr := s.Storage.Unlock(context.WithoutCancel(ctx), key); uerr != nil {
+	if uerr := st.Unlock(context.WithoutCancel(ctx), key); uerr != nil {
 		err = errors.Join(err, fmt.Errorf("unlocking %s: %w", key, uerr))
 	}
 	return err
