@@ -29,6 +29,10 @@ type Credential struct {
 
 	successes atomic.Uint64
 	failures  atomic.Uint64
+
+	// oauth is the state of refreshing the credential's OAuth access
+	// token (refresh.go).
+	oauth oauthState
 }
 
 // modelCool is the cooldown of one model (or model on one endpoint).
@@ -60,8 +64,13 @@ func newCredential(a *auth.Auth) *Credential {
 	return c
 }
 
-// setAuth swaps the record, keeping the runtime state.
-func (c *Credential) setAuth(a *auth.Auth) { c.record.Store(newTarget(a)) }
+// setAuth swaps the record, keeping the runtime state. A record with
+// another refresh token than the one refused for good (a new login, an
+// edited file) takes the credential out of state needs_login.
+func (c *Credential) setAuth(a *auth.Auth) {
+	c.record.Store(newTarget(a))
+	c.oauth.recordChanged(a)
+}
 
 // ID returns the credential's ID.
 func (c *Credential) ID() string { return c.id }
@@ -77,15 +86,43 @@ func (c *Credential) Target() (*auth.Auth, *url.URL) {
 }
 
 // Available reports whether the credential may serve model at now: it is
-// not disabled and not cooling down for that model or for all models.
+// not disabled, does not need a new login and is not cooling down for that
+// model or for all models.
 func (c *Credential) Available(model string, now time.Time) bool {
-	if c.Auth().Disabled {
+	if c.Auth().Disabled || c.NeedsLogin() {
 		return false
 	}
 	if now.UnixNano() >= c.coolMax.Load() {
 		return true
 	}
 	return !c.CoolingUntil(model, now).After(now)
+}
+
+// Credential states, as State names them.
+const (
+	StateServing    = "serving"
+	StateCooling    = "cooling"
+	StateDisabled   = "disabled"
+	StateNeedsLogin = "needs_login"
+)
+
+// State names what the credential does at now: StateDisabled,
+// StateNeedsLogin (its refresh token was refused for good), StateCooling
+// (cooling down for every model) or StateServing (possibly cooling down
+// for some models: see Cooldowns).
+func (c *Credential) State(now time.Time) string {
+	switch {
+	case c.Auth().Disabled:
+		return StateDisabled
+	case c.NeedsLogin():
+		return StateNeedsLogin
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.all.After(now) {
+		return StateCooling
+	}
+	return StateServing
 }
 
 // CoolingUntil returns when the credential becomes available for model

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -58,6 +59,7 @@ type Attachment struct {
 
 	// Guarded by pool.life.
 	stored   []*auth.Auth // the config's stored records as last listed or written, sorted by ID
+	inline   []*auth.Auth // cfg.Inline with the tokens refreshed for them (inlinetokens.go)
 	serving  bool
 	detached bool
 }
@@ -97,12 +99,13 @@ func (p *Pool) attach(ctx context.Context, cfg Config) (*Attachment, error) {
 }
 
 // attachStored lists cfg's store and pushes the config; stop waits for the
-// rescan loop of the previous active config to exit. Must hold p.store.
+// background loops of the previous active config to exit. Must hold p.store.
 func (p *Pool) attachStored(ctx context.Context, cfg Config) (a *Attachment, stop func(), err error) {
 	if p.attachedBy(cfg.Owner) {
 		return nil, nil, fmt.Errorf("pool %q is used by more than one llm_proxy handler in this config; give each handler its own pool name", p.name)
 	}
 	a = &Attachment{pool: p, cfg: cfg}
+	a.inline = p.inlineWithTokens(ctx, a)
 	listed, bad, _ := p.list(ctx, a, p.storedAuths())
 	p.warn(cfg.Logger, bad, nil)
 	stored, conflicts := withoutInline(listed, cfg.Inline)
@@ -202,15 +205,15 @@ func (p *Pool) activeConfig() (*Attachment, error) {
 // apply makes a's credentials and binding TTL the pool's. Must hold
 // p.life.
 func (p *Pool) apply(a *Attachment) {
-	p.SetMembers(a.cfg.Inline, a.stored)
+	p.SetMembers(a.inline, a.stored)
 	p.Sessions.SetTTL(a.cfg.BindingTTL)
 }
 
 // startBackground starts the pool's background work for a, the active
 // config, which serves: bindings to credentials that left the pool are
-// dropped, expired bindings are swept, and a's store is rescanned. Work
-// that must run only while a config serves (such as refreshing OAuth
-// tokens) starts here too. Must hold p.life.
+// dropped, expired bindings are swept, a's store is rescanned and OAuth
+// access tokens are refreshed as they fall due (refresh.go). Must hold
+// p.life.
 func (p *Pool) startBackground(a *Attachment) {
 	p.dropStaleBindings()
 	p.Sessions.Start(sweepInterval)
@@ -235,39 +238,54 @@ var newTicker = func(d time.Duration) (<-chan time.Time, func()) {
 	return t.C, t.Stop
 }
 
-// rescanLoop is the running rescan loop of a pool.
-type rescanLoop struct {
+// loops are the running background loops of a pool's active config:
+// storage rescans and OAuth refreshes.
+type loops struct {
 	cancel context.CancelFunc
-	done   chan struct{}
+	done   chan struct{} // closed when every loop has exited
+	wake   chan struct{} // see Pool.wakeRefresh
 }
 
-// startLoop lists a's store every RescanInterval until stopped. Must hold
-// p.life.
+// startLoop starts a's background loops: a listing of its store every
+// RescanInterval, and the refresh loop when a has OAuth settings. Must
+// hold p.life.
 func (p *Pool) startLoop(a *Attachment) {
-	if p.loop != nil || a.cfg.Store == nil || a.cfg.RescanInterval <= 0 {
+	rescan := a.cfg.Store != nil && a.cfg.RescanInterval > 0
+	refresh := len(a.cfg.OAuth) > 0
+	if p.loop != nil || !rescan && !refresh {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	l := &rescanLoop{cancel: cancel, done: make(chan struct{})}
+	l := &loops{cancel: cancel, done: make(chan struct{}), wake: make(chan struct{}, 1)}
 	p.loop = l
-	tick, stopTicker := newTicker(a.cfg.RescanInterval)
-	go func() {
-		defer close(l.done)
-		defer stopTicker()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick:
-				_, _ = p.rescan(ctx, a)
+	var wg sync.WaitGroup
+	if rescan {
+		tick, stopTicker := newTicker(a.cfg.RescanInterval)
+		wg.Go(func() {
+			defer stopTicker()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick:
+					_, _ = p.rescan(ctx, a)
+				}
 			}
-		}
+		})
+	}
+	if refresh {
+		wg.Go(func() { p.refreshLoop(ctx, a, l.wake) })
+	}
+	go func() {
+		wg.Wait()
+		close(l.done)
 	}()
 }
 
-// stopLoop stops the rescan loop. The returned function waits until the
-// loop has exited; call it after releasing p.life and p.store, which a
-// rescan in progress may be waiting for. Must hold p.life.
+// stopLoop stops the background loops. The returned function waits until
+// they have exited (refreshes they started finish on their own); call it
+// after releasing p.life and p.store, which a rescan in progress may be
+// waiting for. Must hold p.life.
 func (p *Pool) stopLoop() (wait func()) {
 	l := p.loop
 	if l == nil {

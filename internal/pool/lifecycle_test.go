@@ -20,6 +20,7 @@ import (
 
 	"github.com/caddy-llm-proxy/llmproxy/internal/auth"
 	"github.com/caddy-llm-proxy/llmproxy/internal/clock"
+	"github.com/caddy-llm-proxy/llmproxy/internal/mockllm"
 )
 
 // fakeTickers replaces the rescan loops' tickers: every loop ticks on one
@@ -509,5 +510,60 @@ func TestBadRecordsWarnedOnce(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// refreshLoops counts the goroutines running a refresh loop.
+func refreshLoops() int {
+	buf := make([]byte, 8<<20)
+	n := runtime.Stack(buf, true)
+	return strings.Count(string(buf[:n]), "pool.(*Pool).refreshLoop(")
+}
+
+// The OAuth refresh loop runs only while a config serves (never for a
+// config that is only validated or refused), exactly one per pool over
+// many reloads, and stops with the last config.
+func TestOneRefreshLoopOverManyReloads(t *testing.T) {
+	e := newRefreshEnv(t, map[string]mockllm.OAuthAccount{"alice": {Provider: mockllm.OAuthClaude}})
+	const name = "lifecycle-refresh-loops"
+	store, _ := newStore(t)
+	putRecord(t, store, "alice", oauthRecord("alice", refreshStart.Add(time.Hour))) // due
+	cfg := func(owner int) Config {
+		return Config{Owner: owner, Store: store, Logger: e.logger, OAuth: e.settings(4 * time.Hour)}
+	}
+	base := refreshLoops()
+
+	// caddy validate: attached, never started.
+	attach(t, name, cfg(-1)).Detach()
+	if n := refreshLoops() - base; n != 0 || e.stats("alice").Refreshes != 0 {
+		t.Fatalf("a validated config started %d refresh loops, %d refreshes", n, e.stats("alice").Refreshes)
+	}
+
+	prev := attach(t, name, cfg(0))
+	prev.Serve()
+	c := credOf(t, prev.Pool(), "alice")
+	waitFor(t, "the refresh", func() bool { return c.RefreshStatus().Counts[RefreshRefreshed] == 1 })
+	for i := 1; i <= 100; i++ {
+		next := attach(t, name, cfg(i))
+		if i%10 == 0 {
+			next.Detach() // refused
+		} else {
+			next.Serve()
+			prev.Detach()
+			prev = next
+		}
+		// The old loop has exited (Detach and Attach wait for it); the
+		// new one's goroutine may not have run yet.
+		waitFor(t, "the refresh loop to run", func() bool { return refreshLoops()-base >= 1 })
+		if n := refreshLoops() - base; n != 1 {
+			t.Fatalf("reload %d: %d refresh loops running", i, n)
+		}
+	}
+	if s := e.stats("alice"); s.Refreshes != 1 || s.Rejected != 0 {
+		t.Fatalf("mock %+v after 100 reloads, want one refresh", s)
+	}
+	prev.Detach()
+	if n := refreshLoops() - base; n != 0 {
+		t.Fatalf("%d refresh loops left after the last config", n)
 	}
 }

@@ -16,11 +16,11 @@
 // running config active again and re-applies that config's members: a
 // refused reload changes nothing.
 //
-// Background work (the session sweeper and one storage rescan loop per
-// pool) starts only when the active config serves ([Attachment.Serve],
-// called once Caddy has started the config), so `caddy validate` and a
-// refused reload start nothing. The rescan loop follows the active config
-// and stops when it changes or the pool is destroyed.
+// Background work (the session sweeper, one storage rescan loop and one
+// OAuth refresh loop per pool) starts only when the active config serves
+// ([Attachment.Serve], called once Caddy has started the config), so
+// `caddy validate` and a refused reload start nothing. The loops follow
+// the active config and stop when it changes or the pool is destroyed.
 //
 // What outlives a config holds nothing of it: a storage handle, logger or
 // secret is kept only in the Attachment of the config that brought it, and
@@ -77,10 +77,10 @@ type Pool struct {
 	sets    map[setKey]*Eligible
 
 	// Lifecycle, guarded by life: the attached configs, newest (active)
-	// last, and the rescan loop of the active one.
+	// last, and the background loops of the active one.
 	life     sync.Mutex
 	attached []*Attachment
-	loop     *rescanLoop
+	loop     *loops
 
 	// store serialises storage listings and admin writes, so a listing
 	// taken before a write never undoes it; it also guards warned. Lock
@@ -385,7 +385,8 @@ func (p *Pool) Eligible(family apifamily.Family, model string) *Eligible {
 }
 
 // Availability counts the pool's credentials that are enabled and those of
-// them not cooling for any model at now.
+// them available at now: not in state needs_login and not cooling for
+// every model.
 func (p *Pool) Availability(now time.Time) (total, enabled, available int) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
@@ -395,6 +396,9 @@ func (p *Pool) Availability(now time.Time) (total, enabled, available int) {
 			continue
 		}
 		enabled++
+		if c.NeedsLogin() {
+			continue
+		}
 		if now.UnixNano() >= c.coolMax.Load() {
 			available++
 		} else {

@@ -75,6 +75,7 @@ func (p *Pool) rescan(ctx context.Context, a *Attachment) (Rescan, error) {
 	a.stored = stored
 	if p.active() == a {
 		p.setStored(stored)
+		p.wakeRefresh()
 	}
 	return Rescan{Stored: len(stored), Skipped: bad, Conflicts: conflicts}, nil
 }
@@ -189,6 +190,7 @@ func (p *Pool) Save(ctx context.Context, rec *auth.Auth) error {
 	a.stored = withRecord(a.stored, rec.ID, rec)
 	if p.active() == a {
 		p.PutStored(rec)
+		p.wakeRefresh()
 	}
 	return nil
 }
