@@ -52,11 +52,29 @@ const (
 //	GET    /llm_proxy/pools/<pool>/sessions          binding count in all and per credential
 //	DELETE /llm_proxy/pools/<pool>/sessions          drop bindings (?auth=<id>: only that credential's)
 //	POST   /llm_proxy/pools/<pool>/rescan            re-read storage now
+//	POST   /llm_proxy/pools/<pool>/logins            start an OAuth login: login_id and the URL to open
+//	POST   /llm_proxy/pools/<pool>/logins/<login_id> complete it with the pasted redirect URL or code
+//	DELETE /llm_proxy/pools/<pool>/logins/<login_id> cancel it
 //
 // When the pool's handler has a management_secret, every route of that
 // pool needs "Authorization: Bearer <secret>"; 5 wrong secrets from one
 // address lock that address out for 30 minutes. Inline credentials cannot
 // be changed or deleted here (409). Errors are JSON.
+//
+// Logins put subscription credentials (Claude Pro/Max, ChatGPT) into the
+// pool in two steps, so a web page can drive them. Start with
+// {"provider": "claude"|"codex"}, optionally "id" (the credential to write;
+// default "<provider>-<email>") and other record fields for the new record
+// (base_url, proxy_url, label, priority...); the answer (201) holds
+// login_id, the authorize url and expires_at. The user opens the URL, logs
+// in, and pastes back where the browser was sent (or the code; Claude's
+// CODE#STATE too): complete with {"code": "<pasted>"}, which exchanges it
+// (PKCE, state checked), writes the record to storage and answers (201)
+// with the credential, secrets masked. Logging in to an existing
+// credential replaces its tokens and keeps its other fields. A login
+// expires after 10 minutes and is used once: a wrong state or a refused
+// code ends it too (only a paste without any code leaves it pending). At
+// most 16 logins per pool wait at a time; more drop the oldest.
 //
 // The module has no configuration; Caddy loads it with every admin
 // endpoint.
@@ -155,8 +173,23 @@ func (a AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 			return methodNotAllowed(w, http.MethodPost)
 		}
 		return ps.rescan(w, r)
+
+	case len(sub) == 1 && sub[0] == "logins":
+		if r.Method != http.MethodPost {
+			return methodNotAllowed(w, http.MethodPost)
+		}
+		return ps.startLogin(w, r)
+
+	case len(sub) == 2 && sub[0] == "logins":
+		switch r.Method {
+		case http.MethodPost:
+			return ps.completeLogin(w, r, sub[1])
+		case http.MethodDelete:
+			return ps.cancelLogin(w, sub[1])
+		}
+		return methodNotAllowed(w, http.MethodPost, http.MethodDelete)
 	}
-	return apiError(http.StatusNotFound, "not found: pool routes are auths, auths/<id>, auths/<id>/reset, sessions and rescan")
+	return apiError(http.StatusNotFound, "not found: pool routes are auths, auths/<id>, auths/<id>/reset, sessions, rescan, logins and logins/<login_id>")
 }
 
 // poolSummary is one pool in GET /llm_proxy/pools.
@@ -499,53 +532,18 @@ func (ps poolAdmin) rescan(w http.ResponseWriter, r *http.Request) error {
 // splitID takes the "id" field out of a JSON object, keeping the order of
 // the other fields.
 func splitID(body []byte) (id string, doc []byte, err error) {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	tok, err := dec.Token()
+	taken, doc, err := takeFields(body, "credential", "id")
 	if err != nil {
-		return "", nil, fmt.Errorf("decoding credential: %v", err)
+		return "", nil, err
 	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
-		return "", nil, errors.New("the credential must be a JSON object")
-	}
-	var out bytes.Buffer
-	out.WriteByte('{')
-	found := false
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return "", nil, fmt.Errorf("decoding credential: %v", err)
-		}
-		name, _ := tok.(string)
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return "", nil, fmt.Errorf("decoding field %q: %v", name, err)
-		}
-		if name == "id" {
-			if err := json.Unmarshal(v, &id); err != nil {
-				return "", nil, errors.New(`"id" must be a string`)
-			}
-			found = true
-			continue
-		}
-		if out.Len() > 1 {
-			out.WriteByte(',')
-		}
-		k, _ := json.Marshal(name)
-		out.Write(k)
-		out.WriteByte(':')
-		out.Write(v)
-	}
-	if _, err := dec.Token(); err != nil {
-		return "", nil, fmt.Errorf("decoding credential: %v", err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return "", nil, errors.New("decoding credential: data after the JSON object")
-	}
-	if !found {
+	v, ok := taken["id"]
+	if !ok {
 		return "", nil, errors.New(`missing "id": name the credential with an "id" field`)
 	}
-	out.WriteByte('}')
-	return id, out.Bytes(), nil
+	if err := json.Unmarshal(v, &id); err != nil {
+		return "", nil, errors.New(`"id" must be a string`)
+	}
+	return id, doc, nil
 }
 
 // readBody reads a request body of at most adminMaxBody bytes.

@@ -223,7 +223,8 @@ func (p *Pool) StartLogin(ctx context.Context, opts LoginOptions, now time.Time)
 // oauth.ParseCode): it exchanges the code at the provider's token
 // endpoint, through the record's proxy_url when it has one, writes the
 // record (see LoginRecord) to the active config's storage and puts it in
-// the pool at once. It returns the record and whether it replaced one.
+// the pool at once, its cooldowns cleared. It returns the record and
+// whether it replaced one.
 //
 // A login is used once: any completion takes it, except one whose pasted
 // text holds no code at all, which leaves it pending for another try. The
@@ -269,6 +270,11 @@ func (p *Pool) CompleteLogin(ctx context.Context, id, pasted string, now time.Ti
 	}
 	if err := p.Save(ctx, rec); err != nil {
 		return nil, false, loginErr(LoginStorage, "writing credential %q: %v", authID, err)
+	}
+	if c, ok := p.Get(authID); ok {
+		// The cooldowns of the old tokens (a 401 cools for all models)
+		// say nothing about the new ones.
+		c.Reset()
 	}
 	return rec, existing != nil, nil
 }
