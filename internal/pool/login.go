@@ -508,15 +508,14 @@ func LoginProxyURL(existing, fields []byte) string {
 // id: the document the CLIProxyAPI login flows write (type, email,
 // account_id, access_token, refresh_token, id_token, expired and
 // last_refresh, RFC 3339), so the record is also usable by those tools.
+// The tokens are written as auth.Auth.ApplyToken writes a refresh's.
 //
 // When a record is stored under id (existing: its JSON document, which
 // need not parse, e.g. one whose tokens were removed), the login replaces
 // its tokens and keeps every other field, known or not: priority, weight,
 // models, disabled and the rest stay. An existing record of another
 // provider or with an API key is refused. fields (see LoginOptions.Fields)
-// are set over the record's. email and account_id are kept when the
-// provider did not name the account; refresh_token, id_token and expired
-// are removed when it issued none.
+// are set over the record's.
 func LoginRecord(id, provider string, tok oauth.Token, existing, fields []byte, now time.Time) (*auth.Auth, error) {
 	if err := auth.ValidateID(id); err != nil {
 		return nil, &LoginError{Kind: LoginInvalid, Err: err}
@@ -530,21 +529,9 @@ func LoginRecord(id, provider string, tok oauth.Token, existing, fields []byte, 
 		if err := doc.checkRelogin(id, provider); err != nil {
 			return nil, err
 		}
-	}
-	if _, ok := doc.vals["provider"]; !ok {
+	} else {
 		doc.set("type", provider)
 	}
-	doc.setOrKeep("email", tok.Email)
-	doc.setOrKeep("account_id", tok.AccountID)
-	doc.set("access_token", tok.AccessToken)
-	doc.setOrDelete("refresh_token", tok.RefreshToken)
-	doc.setOrDelete("id_token", tok.IDToken)
-	if tok.Expiry.IsZero() {
-		doc.del("expired")
-	} else {
-		doc.set("expired", oauth.FormatTime(tok.Expiry))
-	}
-	doc.set("last_refresh", oauth.FormatTime(now))
 	if fields != nil {
 		extra, err := parseDocument(fields)
 		if err != nil {
@@ -557,8 +544,15 @@ func LoginRecord(id, provider string, tok oauth.Token, existing, fields []byte, 
 			doc.setRaw(k, extra.vals[k])
 		}
 	}
-	a, err := auth.Parse(id, doc.bytes())
-	if err != nil {
+	a := &auth.Auth{ID: id}
+	if err := a.UnmarshalJSON(doc.bytes()); err != nil {
+		return nil, loginErr(LoginInvalid, "auth %q: %v", id, err)
+	}
+	if a.Provider == "" {
+		a.Provider = provider
+	}
+	a.ApplyToken(tok, now)
+	if err := a.Validate(); err != nil {
 		return nil, &LoginError{Kind: LoginInvalid, Err: err}
 	}
 	return a, nil
@@ -612,30 +606,6 @@ func (d *document) setRaw(k string, v json.RawMessage) {
 func (d *document) set(k, s string) {
 	v, _ := json.Marshal(s) // a string always encodes
 	d.setRaw(k, v)
-}
-
-// setOrKeep sets k to s unless s is empty.
-func (d *document) setOrKeep(k, s string) {
-	if s != "" {
-		d.set(k, s)
-	}
-}
-
-// setOrDelete sets k to s, or removes k when s is empty.
-func (d *document) setOrDelete(k, s string) {
-	if s == "" {
-		d.del(k)
-		return
-	}
-	d.set(k, s)
-}
-
-func (d *document) del(k string) {
-	if _, ok := d.vals[k]; !ok {
-		return
-	}
-	delete(d.vals, k)
-	d.keys = slices.DeleteFunc(d.keys, func(x string) bool { return x == k })
 }
 
 func (d *document) bytes() []byte {
