@@ -231,8 +231,20 @@ type authView struct {
 	Kind string `json:"kind"`
 	// MaskedSecret is "…" and at most the last 4 characters of the secret.
 	MaskedSecret string `json:"masked_secret"`
-	// Expired is the access token's expiry as written in the record.
-	Expired string `json:"expired,omitempty"`
+	// State is serving, cooling (cooling down for every model), disabled,
+	// or needs_login: its OAuth refresh token was refused for good, and it
+	// is out of rotation until a new login writes another one.
+	State string `json:"state"`
+	// Expired is the access token's expiry as written in the record, and
+	// LastRefresh when its tokens were last obtained.
+	Expired     string `json:"expired,omitempty"`
+	LastRefresh string `json:"last_refresh,omitempty"`
+	// RefreshError is the last failed OAuth refresh while failures last,
+	// or the refusal behind needs_login; RefreshFailures counts temporary
+	// failures in a row and RefreshRetryAt is the next attempt after them.
+	RefreshError    string     `json:"refresh_error,omitempty"`
+	RefreshFailures int        `json:"refresh_failures,omitempty"`
+	RefreshRetryAt  *time.Time `json:"refresh_retry_at,omitempty"`
 	// BaseURL and ProxyURL are shown without user info and query.
 	BaseURL  string   `json:"base_url"`
 	ProxyURL string   `json:"proxy_url,omitempty"`
@@ -268,7 +280,9 @@ func newAuthView(c *pool.Credential, sessions int, now time.Time, maxCooldowns i
 		AccountID:    a.AccountID,
 		Kind:         "api_key",
 		MaskedSecret: a.Masked(),
+		State:        c.State(now),
 		Expired:      a.Expired,
+		LastRefresh:  a.LastRefresh,
 		BaseURL:      displayURL(a.BaseURLOrDefault()),
 		ProxyURL:     displayURL(a.ProxyURL),
 		Models:       a.Models,
@@ -304,6 +318,11 @@ func newAuthView(c *pool.Credential, sessions int, now time.Time, maxCooldowns i
 		}
 	}
 	v.Successes, v.Failures = c.Counts()
+	rs := c.RefreshStatus()
+	v.RefreshError, v.RefreshFailures = rs.LastError, rs.Failures
+	if !rs.RetryAt.IsZero() {
+		v.RefreshRetryAt = &rs.RetryAt
+	}
 	return v
 }
 

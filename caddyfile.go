@@ -36,6 +36,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			provider claude|codex|gemini|openai|openai_compatible
 //			api_key <key>
 //			access_token <token>
+//			refresh_token <token>
 //			account_id <id>
 //			base_url <url>
 //			models <pattern...>
@@ -265,7 +266,7 @@ func parseAuthOption(d *caddyfile.Dispenser, a *InlineAuth, opt string, args []s
 		return nil
 	}
 	text := map[string]*string{
-		"provider": &a.Provider, "api_key": &a.APIKey, "access_token": &a.AccessToken, "account_id": &a.AccountID,
+		"provider": &a.Provider, "api_key": &a.APIKey, "access_token": &a.AccessToken, "refresh_token": &a.RefreshToken, "account_id": &a.AccountID,
 		"base_url": &a.BaseURL, "proxy_url": &a.ProxyURL, "label": &a.Label,
 	}
 	if target, ok := text[opt]; ok {
@@ -305,7 +306,7 @@ func parseAuthOption(d *caddyfile.Dispenser, a *InlineAuth, opt string, args []s
 		}
 		a.Disabled = true
 	default:
-		return d.Errf("auth %q: unknown option %q; expected one of provider, api_key, access_token, account_id, base_url, models, priority, weight, header, proxy_url, label, disabled", a.ID, opt)
+		return d.Errf("auth %q: unknown option %q; expected one of provider, api_key, access_token, refresh_token, account_id, base_url, models, priority, weight, header, proxy_url, label, disabled", a.ID, opt)
 	}
 	return nil
 }

@@ -15,8 +15,9 @@ import (
 // pool's stored ones and are never written to storage.
 //
 // Placeholders such as {env.ANTHROPIC_KEY} in api_key, access_token,
-// account_id, base_url, proxy_url and header values are expanded when the
-// config is provisioned, so secrets stay out of the adapted JSON.
+// refresh_token, account_id, base_url, proxy_url and header values are
+// expanded when the config is provisioned, so secrets stay out of the
+// adapted JSON.
 type InlineAuth struct {
 	// ID names the credential in logs, metrics and the admin API. Required;
 	// unique within the pool, and no stored record of the pool may have it.
@@ -24,6 +25,14 @@ type InlineAuth struct {
 	ID string `json:"id"`
 
 	auth.Fields
+
+	// RefreshToken is the OAuth refresh token of an access_token
+	// credential (claude, codex). With it llm_proxy refreshes the access
+	// token before it expires and keeps the rotated tokens in the config's
+	// storage at llm_proxy/<pool>/oauth/<id>.json; those win over the
+	// config's access_token and refresh_token for as long as the config
+	// declares this same refresh token. Placeholders are expanded.
+	RefreshToken string `json:"refresh_token,omitempty"`
 }
 
 // inlineAuths expands placeholders in the inline credentials and validates
@@ -41,6 +50,7 @@ func (h *Handler) inlineAuths(repl *caddy.Replacer) ([]*auth.Auth, error) {
 		seen[ia.ID] = true
 		a := ia.auth().Clone()
 		a.Expand(func(s string) string { return repl.ReplaceKnown(s, "") })
+		a.RefreshToken = repl.ReplaceKnown(a.RefreshToken, "")
 		if err := a.Validate(); err != nil {
 			if a.APIKey == "" && a.AccessToken == "" && (ia.APIKey != "" || ia.AccessToken != "") {
 				return nil, fmt.Errorf("%v (its value %q expanded to nothing; is the environment variable set?)", err, ia.APIKey+ia.AccessToken)
@@ -54,5 +64,5 @@ func (h *Handler) inlineAuths(repl *caddy.Replacer) ([]*auth.Auth, error) {
 
 // auth returns the credential record of ia, sharing its fields.
 func (ia *InlineAuth) auth() *auth.Auth {
-	return &auth.Auth{ID: ia.ID, Fields: ia.Fields, Inline: true}
+	return &auth.Auth{ID: ia.ID, Fields: ia.Fields, RefreshToken: ia.RefreshToken, Inline: true}
 }

@@ -21,13 +21,18 @@ import (
 //	requests_total{pool,auth,status}           client requests that reached selection; auth
 //	                                           is the credential that answered or was tried
 //	                                           last ("none" when none was picked)
-//	attempts_total{pool,auth,outcome}          upstream attempts by failure.Reason* outcome
+//	attempts_total{pool,auth,outcome}          upstream attempts by failure.Reason* outcome, or
+//	                                           token_refresh (a 401 answered by refreshing the
+//	                                           OAuth token and trying the credential again)
 //	failovers_total{pool,auth,reason}          attempts that cooled their credential and
 //	                                           moved on
 //	affinity_decisions_total{pool,decision}    hit, miss, rebind, pin (a stored resource's
 //	                                           credential) or none per request
 //	credentials{pool,state}                    credentials per state: total, enabled,
-//	                                           available (read at scrape time)
+//	                                           available, needs_login (read at scrape time)
+//	oauth_refreshes_total{pool,auth,result}    OAuth token refreshes by result: refreshed,
+//	                                           adopted (another instance's), failed
+//	                                           (temporary), needs_login (read at scrape time)
 //	upstream_ttfb_seconds{pool,auth}           time to the upstream response headers
 //	prompt_cache_read_tokens_total{pool,auth}  prompt tokens served from the provider cache
 //	prompt_cache_write_tokens_total{pool,auth} prompt tokens written to the provider cache
@@ -64,7 +69,7 @@ func initMetrics() {
 			"Client requests that reached credential selection, by the credential that answered and the status returned.",
 			"pool", "auth", "status")
 		metrics.attempts = counter("attempts_total",
-			"Upstream attempts by outcome (success, client_error, rate_limited, auth_failed, model_not_found, server_error, timeout, connection_error, client_canceled).",
+			"Upstream attempts by outcome (success, client_error, rate_limited, auth_failed, model_not_found, server_error, timeout, connection_error, client_canceled, token_refresh).",
 			"pool", "auth", "outcome")
 		metrics.failovers = counter("failovers_total",
 			"Upstream attempts that put their credential in cooldown and failed over, by reason.",
@@ -84,10 +89,14 @@ func initMetrics() {
 		metrics.cacheWrite = counter("prompt_cache_write_tokens_total",
 			"Prompt tokens the provider wrote to its prompt cache, from the usage figures of responses.",
 			"pool", "auth")
-		metrics.credentials = &credentialsCollector{desc: prometheus.NewDesc(
-			metricsNamespace+"_credentials",
-			"Credentials of each pool: total, enabled (not disabled) and available (enabled and not cooling down for any model).",
-			[]string{"pool", "state"}, nil)}
+		metrics.credentials = &credentialsCollector{
+			desc: prometheus.NewDesc(metricsNamespace+"_credentials",
+				"Credentials of each pool: total, enabled (not disabled), available (enabled, not cooling down for every model and not needing a login) and needs_login (OAuth refresh token refused for good).",
+				[]string{"pool", "state"}, nil),
+			refreshes: prometheus.NewDesc(metricsNamespace+"_oauth_refreshes_total",
+				"OAuth access-token refreshes per credential by result: refreshed, adopted (tokens another instance stored), failed (temporary, retried with backoff), needs_login (refresh token refused for good).",
+				[]string{"pool", "auth", "result"}, nil),
+		}
 	})
 }
 
@@ -154,13 +163,18 @@ func (observer) Usage(pool, authID string, u handler.Usage) {
 	metrics.cacheWrite.WithLabelValues(pool, authID).Add(float64(max(u.CacheWrite, 0)))
 }
 
-// credentialsCollector reports each live pool's credential counts when
-// scraped, so the gauge is never stale and costs nothing per request.
+// credentialsCollector reports each live pool's credential counts and
+// their OAuth refresh counters when scraped, so the figures are never
+// stale and cost nothing per request.
 type credentialsCollector struct {
-	desc *prometheus.Desc
+	desc      *prometheus.Desc
+	refreshes *prometheus.Desc
 }
 
-func (c *credentialsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c *credentialsCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.desc
+	ch <- c.refreshes
+}
 
 func (c *credentialsCollector) Collect(ch chan<- prometheus.Metric) {
 	now := clock.Now()
@@ -173,6 +187,30 @@ func (c *credentialsCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(total), name, "total")
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(enabled), name, "enabled")
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(available), name, "available")
+		needsLogin := 0
+		for _, cred := range p.Credentials() {
+			if cred.NeedsLogin() {
+				needsLogin++
+			}
+			c.collectRefreshes(ch, name, cred)
+		}
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(needsLogin), name, "needs_login")
+	}
+}
+
+// collectRefreshes reports the refresh counters of a credential that was
+// ever refreshed.
+func (c *credentialsCollector) collectRefreshes(ch chan<- prometheus.Metric, poolName string, cred *pool.Credential) {
+	counts := cred.RefreshStatus().Counts
+	total := uint64(0)
+	for _, n := range counts {
+		total += n
+	}
+	if total == 0 {
+		return
+	}
+	for result, n := range counts {
+		ch <- prometheus.MustNewConstMetric(c.refreshes, prometheus.CounterValue, float64(n), poolName, cred.ID(), result)
 	}
 }
 

@@ -1,7 +1,9 @@
 package llmproxy
 
 import (
+	"context"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -12,6 +14,8 @@ import (
 	"github.com/caddy-llm-proxy/llmproxy/internal/clock"
 	"github.com/caddy-llm-proxy/llmproxy/internal/failure"
 	"github.com/caddy-llm-proxy/llmproxy/internal/handler"
+	"github.com/caddy-llm-proxy/llmproxy/internal/mockllm"
+	"github.com/caddy-llm-proxy/llmproxy/internal/oauth"
 	"github.com/caddy-llm-proxy/llmproxy/internal/pool"
 	"github.com/caddy-llm-proxy/llmproxy/internal/selector"
 )
@@ -139,4 +143,56 @@ func TestMetricsCredentialsGauge(t *testing.T) {
 		t.Error("a released pool is still reported")
 	}
 	pool.Acquire(poolName) // for the deferred Release
+}
+
+// Credentials whose refresh token was refused for good are counted as
+// needs_login and not available; refreshes are counted per credential by
+// result.
+func TestMetricsOAuthRefreshes(t *testing.T) {
+	const poolName = "metrics-test-oauth"
+	m := mockllm.New(mockllm.Options{OAuthAccounts: map[string]mockllm.OAuthAccount{
+		"alice": {Provider: mockllm.OAuthClaude}, "bob": {Provider: mockllm.OAuthClaude},
+	}})
+	srv := httptest.NewServer(m)
+	defer srv.Close()
+	m.RevokeOAuth("alice")
+	ep := oauth.ClaudeDefaults()
+	ep.TokenURL = srv.URL + "/v1/oauth/token"
+	var inline []*auth.Auth
+	for _, label := range []string{"alice", "bob"} {
+		a := &auth.Auth{ID: label, Inline: true, RefreshToken: "mock-rt-" + label}
+		a.Provider, a.AccessToken = "claude", "mock-at-"+label
+		inline = append(inline, a)
+	}
+	att, err := pool.Attach(context.Background(), poolName, pool.Config{Owner: t.Name(), Inline: inline,
+		OAuth: map[string]oauth.Settings{"claude": {Endpoints: ep, RefreshLead: time.Hour}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer att.Detach()
+	p := att.Pool()
+	for _, id := range []string{"alice", "bob"} {
+		c, _ := p.Get(id)
+		_ = p.RefreshRejected(context.Background(), c, c.Auth())
+	}
+
+	reg := prometheus.NewPedanticRegistry()
+	newObserver(reg, nil)
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"caddy_llm_proxy_credentials", map[string]string{"pool": poolName, "state": "total"}, 2},
+		{"caddy_llm_proxy_credentials", map[string]string{"pool": poolName, "state": "enabled"}, 2},
+		{"caddy_llm_proxy_credentials", map[string]string{"pool": poolName, "state": "available"}, 1},
+		{"caddy_llm_proxy_credentials", map[string]string{"pool": poolName, "state": "needs_login"}, 1},
+		{"caddy_llm_proxy_oauth_refreshes_total", map[string]string{"pool": poolName, "auth": "alice", "result": "needs_login"}, 1},
+		{"caddy_llm_proxy_oauth_refreshes_total", map[string]string{"pool": poolName, "auth": "alice", "result": "refreshed"}, 0},
+		{"caddy_llm_proxy_oauth_refreshes_total", map[string]string{"pool": poolName, "auth": "bob", "result": "refreshed"}, 1},
+	} {
+		if v, ok := metricValue(t, reg, c.name, c.labels); !ok || v != c.want {
+			t.Errorf("%s%v = %v (present %v), want %v", c.name, c.labels, v, ok, c.want)
+		}
+	}
 }

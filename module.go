@@ -336,6 +336,7 @@ func (h *Handler) newProxy(strategy selector.Strategy, affinity *selector.Affini
 		Transports: h.transports,
 		Logger:     h.logger,
 		Observer:   newObserver(h.registry, h.logger),
+		Refresher:  h.pool,
 		Now:        clock.Now,
 	}
 	if affinity != nil {

@@ -49,6 +49,19 @@ type Observer interface {
 	Usage(pool, authID string, u Usage)
 }
 
+// Refresher renews a credential's OAuth access token after the upstream
+// refused it (see pool.Pool.RefreshRejected).
+type Refresher interface {
+	// RefreshRejected returns nil once the credential holds another access
+	// token than rejected's; the request may then be sent again with it.
+	RefreshRejected(ctx context.Context, c *pool.Credential, rejected *auth.Auth) error
+}
+
+// ReasonTokenRefresh is the outcome reported to the Observer for a 401 of
+// an OAuth credential that was answered by refreshing its access token and
+// sending the request again on it: no failover and no cooldown.
+const ReasonTokenRefresh = "token_refresh"
+
 // Proxy is the compiled form of one llm_proxy handler config.
 type Proxy struct {
 	Pool *pool.Pool
@@ -67,7 +80,12 @@ type Proxy struct {
 	Transports      Transports
 	Logger          *zap.Logger
 	Observer        Observer
-	Now             func() time.Time
+	// Refresher, when set, turns on refresh-on-401: a 401 of a credential
+	// sending an OAuth access token gets one refresh and one more attempt
+	// on the same credential before it is cooled and the request fails
+	// over.
+	Refresher Refresher
+	Now       func() time.Time
 
 	// wait, when set, replaces the timer of wait_for_cooldown: tests move
 	// a fake clock instead of sleeping. See sleep.
@@ -222,6 +240,9 @@ type lastFailure struct {
 	err    error
 	// aborted: a response that had started broke off (see result.aborted).
 	aborted bool
+	// refreshed: the upstream refused the credential's OAuth access token
+	// and the credential now holds a new one; the attempt is repeated.
+	refreshed bool
 }
 
 // serve runs the attempt loop.
@@ -230,6 +251,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, req *parsed) resul
 	res := result{decision: selector.DecisionNone}
 	var last *lastFailure
 	var waited bool
+	picked := 0 // distinct credentials tried, which max_attempts bounds
 	keys := requestKeys(req, r.URL.Path)
 	for {
 		e := p.Pool.Eligible(fam, req.model)
@@ -252,7 +274,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, req *parsed) resul
 			// One client's new bindings may not push out everybody else's.
 			sel.Client = session.ClientOf(r)
 		}
-		for p.MaxAttempts <= 0 || res.attempts < p.MaxAttempts {
+		for p.MaxAttempts <= 0 || picked < p.MaxAttempts {
 			idx, decision := p.pick(sel)
 			if idx < 0 {
 				break
@@ -263,13 +285,23 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, req *parsed) resul
 				res.decision = selector.DecisionRebind
 			}
 			av.tried[idx] = true
+			picked++
 			cred := e.Creds[idx]
-			res.attempts++
 			res.authID = cred.ID()
-			// Placeholders are set before the response is written, so
-			// response header directives and logs can use them.
-			p.annotate(r, req, res)
-			done, lf := p.attempt(w, r, req, keys, sel, cred, res.attempts)
+			var done bool
+			var lf *lastFailure
+			// A refreshed OAuth token is tried once more on the same
+			// credential.
+			for refresh := p.Refresher != nil; ; refresh = false {
+				res.attempts++
+				// Placeholders are set before the response is written,
+				// so response header directives and logs can use them.
+				p.annotate(r, req, res)
+				done, lf = p.attempt(w, r, req, keys, sel, cred, res.attempts, refresh)
+				if !lf.refreshed {
+					break
+				}
+			}
 			if done {
 				res.status = lf.status
 				res.aborted = lf.aborted
@@ -281,7 +313,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, req *parsed) resul
 		// No credential is left to try. With wait_for_cooldown, wait once
 		// for the soonest recovery if it is near enough, then try again.
 		soonest := soonestRecovery(e, keys, av.now)
-		budgetLeft := p.MaxAttempts <= 0 || res.attempts < p.MaxAttempts
+		budgetLeft := p.MaxAttempts <= 0 || picked < p.MaxAttempts
 		if !waited && budgetLeft && p.WaitForCooldown > 0 && !soonest.IsZero() && soonest.Sub(av.now) <= p.WaitForCooldown {
 			waited = true
 			if p.sleep(r.Context(), soonest.Sub(av.now)) {
@@ -338,8 +370,10 @@ func (p *Proxy) pick(sel *selector.Request) (int, selector.Decision) {
 
 // attempt sends the request upstream with one credential. done reports that
 // the client got its answer (or left); otherwise the returned failure says
-// why this credential failed over.
-func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, keys cooldownKeys, sel *selector.Request, cred *pool.Credential, n int) (done bool, lf *lastFailure) {
+// why this credential failed over, or that its refreshed token is to be
+// tried (lastFailure.refreshed). With refresh, a 401 of an OAuth access
+// token is answered by a refresh.
+func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, keys cooldownKeys, sel *selector.Request, cred *pool.Credential, n int, refresh bool) (done bool, lf *lastFailure) {
 	a, base := cred.Target()
 	ctx := r.Context()
 	// Whether a connection was made tells a failure of the credential's
@@ -365,15 +399,31 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, key
 	freq := failure.Request{Model: req.model, Generation: req.route.Generation}
 	now := p.Now()
 	v := failure.Classify(p.Policy, freq, at, now)
-	if p.Observer != nil {
-		p.Observer.Attempt(p.Pool.Name(), cred.ID(), at.Status, ttfb, v)
-	}
 	// The attempt's fields are only built when a line is written.
 	logf := func(level zapcore.Level, msg string, fields ...zap.Field) {
 		if ce := p.Logger.Check(level, msg); ce != nil {
 			ce.Write(append([]zap.Field{zap.String("pool", p.Pool.Name()), zap.String("auth", cred.ID()),
 				zap.String("model", req.model), zap.Int("attempt", n)}, fields...)...)
 		}
+	}
+	var refreshErr error
+	if refresh && v.Action == failure.Failover && at.Status == http.StatusUnauthorized && a.IsOAuth() {
+		resp.Body.Close()
+		if refreshErr = p.Refresher.RefreshRejected(ctx, cred, a); refreshErr == nil {
+			if p.Observer != nil {
+				p.Observer.Attempt(p.Pool.Name(), cred.ID(), at.Status, ttfb, failure.Verdict{Action: failure.Return, Reason: ReasonTokenRefresh})
+			}
+			logf(zap.DebugLevel, "upstream attempt", zap.Int("status", at.Status), zap.String("outcome", ReasonTokenRefresh),
+				zap.Duration("ttfb", ttfb))
+			logf(zap.InfoLevel, "upstream refused the OAuth access token; refreshed it, trying the credential again")
+			return false, &lastFailure{status: at.Status, header: at.Header, body: at.Body, refreshed: true}
+		}
+		if ctx.Err() != nil {
+			v = failure.Verdict{Action: failure.Stop, Reason: failure.ReasonClientCanceled}
+		}
+	}
+	if p.Observer != nil {
+		p.Observer.Attempt(p.Pool.Name(), cred.ID(), at.Status, ttfb, v)
 	}
 	logf(zap.DebugLevel, "upstream attempt", zap.Int("status", at.Status), zap.String("outcome", v.Reason),
 		zap.Duration("ttfb", ttfb), zap.Error(err))
@@ -396,9 +446,12 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, key
 			logf(zap.WarnLevel, "credential failed; failing over without a cooldown (the request names no model)",
 				zap.Int("status", at.Status), zap.String("reason", v.Reason), zap.Error(err))
 		} else {
-			logf(zap.WarnLevel, "credential failed; cooling down and failing over",
-				zap.Int("status", at.Status), zap.String("reason", v.Reason), zap.Stringer("scope", v.Scope),
-				zap.Time("cooldown_until", until), zap.Bool("hinted", v.Hinted), zap.Error(err))
+			fields := []zap.Field{zap.Int("status", at.Status), zap.String("reason", v.Reason), zap.Stringer("scope", v.Scope),
+				zap.Time("cooldown_until", until), zap.Bool("hinted", v.Hinted), zap.Error(err)}
+			if refreshErr != nil {
+				fields = append(fields, zap.NamedError("refresh_error", refreshErr))
+			}
+			logf(zap.WarnLevel, "credential failed; cooling down and failing over", fields...)
 		}
 		return false, &lastFailure{status: at.Status, header: at.Header, body: at.Body, err: err}
 	}

@@ -179,6 +179,12 @@ type loopCase struct {
 	wait        time.Duration // wait_for_cooldown
 	scripts     map[string][]answer
 	steps       []step
+	// oauth: the credentials send OAuth access tokens ("key-<id>") with
+	// refresh tokens; refreshes scripts the outcome of each refresh of a
+	// credential after a 401 (nil: it gets the token "key-<id>+"). Every
+	// case runs with refresh-on-401 on; a refresh not scripted fails.
+	oauth     bool
+	refreshes map[string][]error
 }
 
 const (
@@ -497,6 +503,11 @@ func runLoopCase(t *testing.T, tc loopCase) {
 			t.Fatalf("credential %s has %d answers left", id, len(rest))
 		}
 	}
+	for id, rest := range tc.refreshes {
+		if len(rest) > 0 {
+			t.Fatalf("credential %s has %d refreshes left", id, len(rest))
+		}
+	}
 }
 
 // loopProxy builds the Proxy of a case over a real pool and selector.
@@ -517,6 +528,9 @@ func loopProxy(t *testing.T, tc loopCase, up http.RoundTripper, fake *clock.Fake
 	for _, id := range ids {
 		a := &auth.Auth{ID: id}
 		a.Provider, a.APIKey, a.BaseURL = provider, "key-"+id, "http://upstream.test"
+		if tc.oauth {
+			a.APIKey, a.AccessToken, a.RefreshToken = "", "key-"+id, "rt-"+id
+		}
 		auths = append(auths, a)
 	}
 	pl.SetMembers(auths, nil)
@@ -529,6 +543,7 @@ func loopProxy(t *testing.T, tc loopCase, up http.RoundTripper, fake *clock.Fake
 		Transports:      oneTransport{up},
 		Logger:          zap.NewNop(),
 		Observer:        &recordingObserver{},
+		Refresher:       &scriptedRefresher{t: t, pool: pl, results: tc.refreshes, up: up},
 		Now:             fake.Now,
 	}
 	if tc.affinity {

@@ -214,8 +214,9 @@ func TestStoredRecordRefreshedAheadOfExpiry(t *testing.T) {
 	if rec := credOf(t, p, "alice").Auth(); rec.AccessToken != tok.AccessToken || rec.RefreshToken != tok.RefreshToken {
 		t.Fatal("the pool does not serve the refreshed token")
 	}
-	// The next refresh is hours away: the loop sleeps its longest.
-	waitFor(t, "the loop to sleep again", func() bool { n, _ := e.timers.armed(); return n >= 2 })
+	// The next refresh is hours away: the loop sleeps its longest. (It
+	// slept once while the refresh ran, and again when it ended.)
+	waitFor(t, "the loop to sleep again", func() bool { n, _ := e.timers.armed(); return n >= 3 })
 	if _, wait := e.timers.armed(); wait != refreshSafetyTick {
 		t.Fatalf("loop sleeps %v after the refresh, want %v", wait, refreshSafetyTick)
 	}
@@ -469,7 +470,8 @@ func TestTemporaryRefreshFailures(t *testing.T) {
 		} else {
 			waitFor(t, "the refresh", func() bool { return c.RefreshStatus().Counts[RefreshRefreshed] == 1 })
 		}
-		waitFor(t, "the loop to sleep", func() bool { return armed() > n })
+		// The loop sleeps while the refresh runs, and again after it.
+		waitFor(t, "the loop to sleep", func() bool { return armed() >= n+2 })
 	}
 	if st := c.RefreshStatus(); st.Failures != 0 || st.LastError != "" || !st.RetryAt.IsZero() {
 		t.Fatalf("streak not ended: %+v", st)
@@ -527,9 +529,14 @@ func TestInlineTokensPersisted(t *testing.T) {
 				t.Fatal("a restart fell back to the config's spent tokens")
 			}
 			b.Serve()
+			// A refresh would have started before the loop slept.
 			waitFor(t, "the loop to sleep", func() bool { n, _ := e.timers.armed(); return n >= 3 })
-			if s := e.stats("bob"); s.Refreshes != 1 || s.Rejected != 0 {
-				t.Fatalf("mock %+v after the restart", s)
+			c = credOf(t, b.Pool(), "bob")
+			c.oauth.mu.Lock()
+			inFlight := c.oauth.flight != nil
+			c.oauth.mu.Unlock()
+			if s := e.stats("bob"); inFlight || s.Refreshes != 1 || s.Rejected != 0 {
+				t.Fatalf("mock %+v after the restart (a refresh in flight: %v)", s, inFlight)
 			}
 
 			// The user logged in again and put the new refresh token into
