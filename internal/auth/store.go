@@ -30,8 +30,8 @@ type Store interface {
 	// Update changes the record id in one read-modify-write under the
 	// storage lock of its key, so that no other writer's change is lost
 	// (several Caddy instances refreshing one OAuth credential): fn gets
-	// the stored record, nil when there is none, and returns the record to
-	// write, or nil to write nothing. The write is atomic and skipped when
+	// the stored record, nil when there is none or it does not parse, and
+	// returns the record to write, or nil to write nothing. The write is atomic and skipped when
 	// the JSON is unchanged. Update returns the record stored after the
 	// call (nil when there is none) and whether it was written.
 	Update(ctx context.Context, id string, fn func(cur *Auth) (*Auth, error)) (rec *Auth, changed bool, err error)
@@ -204,8 +204,8 @@ func (s *CaddyStore) Save(ctx context.Context, a *Auth) (changed bool, err error
 	return UpdateDocument(ctx, s.Storage, s.Key(a.ID), func([]byte) ([]byte, error) { return data, nil })
 }
 
-// Update implements Store. A stored record that does not parse is an
-// error, and fn is not called.
+// Update implements Store. A stored document that does not parse is
+// passed to fn as nil, like a missing one: fn may replace it.
 func (s *CaddyStore) Update(ctx context.Context, id string, fn func(cur *Auth) (*Auth, error)) (rec *Auth, changed bool, err error) {
 	if err := s.check(); err != nil {
 		return nil, false, err
@@ -216,10 +216,7 @@ func (s *CaddyStore) Update(ctx context.Context, id string, fn func(cur *Auth) (
 	changed, err = UpdateDocument(ctx, s.Storage, s.Key(id), func(old []byte) ([]byte, error) {
 		var cur *Auth
 		if old != nil {
-			var err error
-			if cur, err = Parse(id, old); err != nil {
-				return nil, err
-			}
+			cur, _ = Parse(id, old) // nil when it does not parse
 		}
 		rec = cur
 		next, err := fn(cur)

@@ -75,6 +75,7 @@ func TestStoreUpdateCases(t *testing.T) {
 		changed bool
 		errHas  string
 		wantDoc string // the stored document afterwards, "" for none
+		noRec   bool   // Update returns no record
 	}{
 		{
 			name: "nil leaves storage alone and returns the stored record", stored: orig,
@@ -106,8 +107,23 @@ func TestStoreUpdateCases(t *testing.T) {
 			called: true, errHas: "token endpoint down", wantDoc: orig,
 		},
 		{
-			name: "a record that does not parse is an error and fn is not called", stored: `{"type":"claude"`,
-			fn: func(cur *Auth) (*Auth, error) { return cur, nil }, errHas: "parsing auth", wantDoc: `{"type":"claude"`,
+			name: "a record that does not parse is nil: left alone", stored: `{"type":"claude"`,
+			fn: func(cur *Auth) (*Auth, error) {
+				if cur != nil {
+					return nil, errors.New("cur is not nil")
+				}
+				return nil, nil
+			},
+			called: true, wantDoc: `{"type":"claude"`, noRec: true,
+		},
+		{
+			name: "a record that does not parse is nil: replaced", stored: `{"type":"claude"`,
+			fn: func(cur *Auth) (*Auth, error) {
+				a := &Auth{ID: "r"}
+				a.Provider, a.APIKey = "openai", "sk-oai-1234567890"
+				return a, nil
+			},
+			called: true, changed: true, wantDoc: `{"provider":"openai","api_key":"sk-oai-1234567890"}`,
 		},
 		{
 			name: "an invalid record is refused", stored: orig,
@@ -155,7 +171,7 @@ func TestStoreUpdateCases(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), tc.errHas) {
 					t.Fatalf("err %v, want one with %q", err, tc.errHas)
 				}
-			} else if err != nil || rec == nil {
+			} else if err != nil || (rec == nil) != tc.noRec {
 				t.Fatalf("Update: %v, %v", rec, err)
 			}
 			b, rerr := os.ReadFile(path)

@@ -575,3 +575,37 @@ func TestRefreshUsesCredentialClient(t *testing.T) {
 		t.Fatalf("clients asked for %v", asked)
 	}
 }
+
+// A change made on the pool's copy of a record (the admin API's PATCH)
+// while storage holds newer tokens (a refresh here or in another instance)
+// keeps storage's tokens: a spent refresh token is never written back. A
+// record with tokens of its own (a new login) replaces them.
+func TestSaveKeepsTokensRefreshedMeanwhile(t *testing.T) {
+	store, bs := newStore(t)
+	putRecord(t, store, "alice", `{"type":"claude","access_token":"at-0","refresh_token":"rt-0","expired":"2030-01-01T00:00:00Z"}`)
+	a := attach(t, "refresh-save", Config{Owner: "A", Store: store})
+	p := a.Pool()
+	patched := credOf(t, p, "alice").Auth().Clone()
+	patched.Disabled = true
+
+	putRecord(t, store, "alice", `{"type":"claude","access_token":"at-1","refresh_token":"rt-1","expired":"2030-01-01T08:00:00Z","last_refresh":"2030-01-01T00:00:00Z"}`)
+	if err := p.Save(context.Background(), patched); err != nil {
+		t.Fatal(err)
+	}
+	doc := readDoc(t, bs.FileStorage, store.Key("alice"))
+	if doc["refresh_token"] != "rt-1" || doc["access_token"] != "at-1" || doc["expired"] != "2030-01-01T08:00:00Z" || doc["disabled"] != true {
+		t.Fatalf("stored %v; want the refreshed tokens and the change", doc)
+	}
+	if rec := credOf(t, p, "alice").Auth(); rec.RefreshToken != "rt-1" || !rec.Disabled {
+		t.Fatalf("pool holds %+v", rec)
+	}
+
+	login := credOf(t, p, "alice").Auth().Clone()
+	login.AccessToken, login.RefreshToken = "at-login", "rt-login"
+	if err := p.Save(context.Background(), login); err != nil {
+		t.Fatal(err)
+	}
+	if doc := readDoc(t, bs.FileStorage, store.Key("alice")); doc["refresh_token"] != "rt-login" || doc["access_token"] != "at-login" {
+		t.Fatalf("a new login's tokens were not written: %v", doc)
+	}
+}

@@ -173,8 +173,16 @@ func (p *Pool) warn(log *zap.Logger, bad []auth.LoadError, conflicts []string) {
 }
 
 // Save writes a stored credential's record to the active config's store
-// and installs it at once (the admin API's writes). A credential now
-// disabled loses its bindings. Credentials declared inline are refused.
+// and installs it at once (the admin API's writes, logins). A credential
+// now disabled loses its bindings. Credentials declared inline are refused.
+//
+// The write re-reads the stored record under its storage lock. When rec
+// carries the OAuth tokens the pool holds for the credential while storage
+// holds others (a refresh wrote them meanwhile, here or in another
+// instance), storage's tokens are kept: a change of other fields (such as
+// the admin API's PATCH, made on the pool's copy) never writes back a
+// spent refresh token. A record with tokens of its own (a new login)
+// replaces them.
 func (p *Pool) Save(ctx context.Context, rec *auth.Auth) error {
 	p.store.Lock()
 	defer p.store.Unlock()
@@ -182,17 +190,40 @@ func (p *Pool) Save(ctx context.Context, rec *auth.Auth) error {
 	if err != nil {
 		return err
 	}
-	if _, err := a.cfg.Store.Save(ctx, rec); err != nil {
+	var held *auth.Auth
+	if c, ok := p.Get(rec.ID); ok {
+		held = c.Auth()
+	}
+	written, _, err := a.cfg.Store.Update(ctx, rec.ID, func(cur *auth.Auth) (*auth.Auth, error) {
+		if cur != nil && held != nil && sameTokens(rec, held) && !sameTokens(cur, held) {
+			return withTokens(rec, cur), nil
+		}
+		return rec, nil
+	})
+	if err != nil {
 		return err
 	}
 	p.life.Lock()
 	defer p.life.Unlock()
-	a.stored = withRecord(a.stored, rec.ID, rec)
+	a.stored = withRecord(a.stored, rec.ID, written)
 	if p.active() == a {
-		p.PutStored(rec)
+		p.PutStored(written)
 		p.wakeRefresh()
 	}
 	return nil
+}
+
+// sameTokens reports whether a and b hold the same OAuth tokens.
+func sameTokens(a, b *auth.Auth) bool {
+	return a.AccessToken == b.AccessToken && a.RefreshToken == b.RefreshToken
+}
+
+// withTokens returns rec with the OAuth tokens (and their times) of from.
+func withTokens(rec, from *auth.Auth) *auth.Auth {
+	out := rec.Clone()
+	out.AccessToken, out.RefreshToken, out.IDToken = from.AccessToken, from.RefreshToken, from.IDToken
+	out.Expired, out.LastRefresh = from.Expired, from.LastRefresh
+	return out
 }
 
 // Delete deletes a stored credential's record from the active config's
