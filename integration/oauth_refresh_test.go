@@ -317,12 +317,15 @@ func TestOAuthRefreshThroughProxyURL(t *testing.T) {
 	t.Cleanup(proxy.Close)
 	storage := t.TempDir()
 	rec := strings.Replace(oauthRecord("alice", up.URL, time.Now().Add(time.Hour)), `"note"`, fmt.Sprintf(`"proxy_url":%q,"note"`, proxy.URL), 1)
-	writeRecord(t, storage, "oauth-proxy", "alice", rec)
+	path := writeRecord(t, storage, "oauth-proxy", "alice", rec)
 	loadConfig(t, storage, fmt.Sprintf(`llm_proxy {
 		pool oauth-proxy
 		%s
 	}`, oauthBlocks(up.URL)))
-	eventually(t, "the refresh", func() bool { return refreshes(up, "alice") == 1 })
+	eventually(t, "the refreshed record in storage", func() bool {
+		tok, _ := up.OAuthTokens("alice")
+		return refreshes(up, "alice") == 1 && readJSON(t, path)["refresh_token"] == tok.RefreshToken
+	})
 	mu.Lock()
 	defer mu.Unlock()
 	if proxied["POST /v1/oauth/token"] != 1 {
