@@ -260,7 +260,7 @@ func (p *Pool) RefreshRejected(ctx context.Context, c *Credential, rejected *aut
 		if retryAt, lastErr := c.oauth.backoff(); lastErr != nil && clock.Now().Before(retryAt) {
 			return lastErr
 		}
-		f, _ := p.startFlight(a, c, rejected, nil)
+		f := p.startFlight(a, c, rejected, nil)
 		select {
 		case <-f.done:
 		case <-ctx.Done():
@@ -281,15 +281,15 @@ func (p *Pool) RefreshRejected(ctx context.Context, c *Credential, rejected *aut
 }
 
 // startFlight starts a refresh of c for config a, or returns the one in
-// flight (started false). A background refresh waits for a slot of sem.
-func (p *Pool) startFlight(a *Attachment, c *Credential, rejected *auth.Auth, sem chan struct{}) (f *refreshFlight, started bool) {
+// flight. A background refresh waits for a slot of sem.
+func (p *Pool) startFlight(a *Attachment, c *Credential, rejected *auth.Auth, sem chan struct{}) *refreshFlight {
 	s := &c.oauth
 	s.mu.Lock()
 	if f := s.flight; f != nil {
 		s.mu.Unlock()
-		return f, false
+		return f
 	}
-	f = &refreshFlight{done: make(chan struct{}), rejected: rejected}
+	f := &refreshFlight{done: make(chan struct{}), rejected: rejected}
 	s.flight = f
 	s.mu.Unlock()
 	go func() {
@@ -312,7 +312,7 @@ func (p *Pool) startFlight(a *Attachment, c *Credential, rejected *auth.Auth, se
 		p.wakeRefresh()
 		p.life.Unlock()
 	}()
-	return f, true
+	return f
 }
 
 // refreshJob is one refresh of one credential for one config.
