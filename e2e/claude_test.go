@@ -14,9 +14,9 @@ import (
 const mockReplyText = "This is a mock reply from"
 
 var claudePool = []auth{
-	{"c1", "claude", "sk-ant-one"},
-	{"c2", "claude", "sk-ant-two"},
-	{"c3", "claude", "sk-ant-three"},
+	{id: "c1", provider: "claude", key: "sk-ant-one"},
+	{id: "c2", provider: "claude", key: "sk-ant-two"},
+	{id: "c3", provider: "claude", key: "sk-ant-three"},
 }
 
 var claudeLabels = map[string]bool{"claude-1": true, "claude-2": true, "claude-3": true}

@@ -13,9 +13,9 @@ import (
 )
 
 var openaiPool = []auth{
-	{"o1", "openai", "sk-oai-one"},
-	{"o2", "openai", "sk-oai-two"},
-	{"o3", "openai", "sk-oai-three"},
+	{id: "o1", provider: "openai", key: "sk-oai-one"},
+	{id: "o2", provider: "openai", key: "sk-oai-two"},
+	{id: "o3", provider: "openai", key: "sk-oai-three"},
 }
 
 var openaiLabels = map[string]bool{"openai-1": true, "openai-2": true, "openai-3": true}

@@ -248,7 +248,7 @@ type mock struct {
 	URL string
 }
 
-func startMock(t *testing.T, bin string) *mock {
+func startMock(t *testing.T, bin string, extraArgs ...string) *mock {
 	t.Helper()
 	home := newHome(t)
 	lines := make(chan string, 16)
@@ -264,7 +264,8 @@ func startMock(t *testing.T, bin string) *mock {
 		_, _ = io.Copy(io.Discard, pr)
 	}()
 	t.Cleanup(func() { _ = pw.Close() })
-	p := startProc(t, "mockllm", baseEnv(home), home, pw, bin, "-listen", "127.0.0.1:0", "-keys", mockKeys)
+	args := append([]string{"-listen", "127.0.0.1:0", "-keys", mockKeys}, extraArgs...)
+	p := startProc(t, "mockllm", baseEnv(home), home, pw, bin, args...)
 	deadline := time.After(startTimeout)
 	for {
 		select {
@@ -305,9 +306,11 @@ func (m *mock) requests(t *testing.T) []mockRequest {
 	return out
 }
 
-// auth is one inline credential of the Caddyfile.
+// auth is one inline credential of the Caddyfile: an API key, or with
+// refresh set, an OAuth access token (key) and its refresh token.
 type auth struct {
 	id, provider, key string
+	refresh           string
 }
 
 // caddy is a running Caddy with llm_proxy.
@@ -319,7 +322,8 @@ type caddy struct {
 // startCaddy writes a Caddyfile with the given credentials pointing at the
 // mock, session affinity on and the client key check, runs
 // `caddy run --adapter caddyfile` and waits until the site answers.
-func startCaddy(t *testing.T, bin string, m *mock, auths []auth) *caddy {
+// Extra lines go inside the llm_proxy block.
+func startCaddy(t *testing.T, bin string, m *mock, auths []auth, extra ...string) *caddy {
 	t.Helper()
 	dir := t.TempDir()
 	home := newHome(t)
@@ -335,7 +339,14 @@ func startCaddy(t *testing.T, bin string, m *mock, auths []auth) *caddy {
 	b.WriteString("\tlog {\n\t\toutput stderr\n\t\tformat json\n\t}\n")
 	b.WriteString("\tllm_proxy {\n")
 	for _, a := range auths {
-		fmt.Fprintf(&b, "\t\tauth %s {\n\t\t\tprovider %s\n\t\t\tapi_key %s\n\t\t\tbase_url %s\n\t\t}\n", a.id, a.provider, a.key, m.URL)
+		secret := "api_key " + a.key
+		if a.refresh != "" {
+			secret = "access_token " + a.key + "\n\t\t\trefresh_token " + a.refresh
+		}
+		fmt.Fprintf(&b, "\t\tauth %s {\n\t\t\tprovider %s\n\t\t\t%s\n\t\t\tbase_url %s\n\t\t}\n", a.id, a.provider, secret, m.URL)
+	}
+	for _, line := range extra {
+		b.WriteString("\t\t" + strings.ReplaceAll(line, "\n", "\n\t\t") + "\n")
 	}
 	b.WriteString("\t\trouting {\n\t\t\tsession_affinity on\n\t\t}\n")
 	fmt.Fprintf(&b, "\t\taccess {\n\t\t\tapi_keys %s\n\t\t}\n", clientKey)
