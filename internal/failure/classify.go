@@ -59,12 +59,16 @@ const (
 	// a model, and cooling the empty name would shut the credential to
 	// every such request, for everybody, because of one.
 	ScopeNone
+	// ScopeFamily cools every model of Verdict.Family on the credential
+	// (see [InFamily]): the answer to a subscription window that limits
+	// one model family only, such as Claude's 7d_sonnet.
+	ScopeFamily
 )
 
-// String returns "model", "all", "endpoint" or "none".
+// String returns "model", "all", "endpoint", "none" or "family".
 func (s Scope) String() string { return enumName(scopeNames[:], "scope", int(s)) }
 
-var scopeNames = [...]string{ScopeModel: "model", ScopeAll: "all", ScopeEndpoint: "endpoint", ScopeNone: "none"}
+var scopeNames = [...]string{ScopeModel: "model", ScopeAll: "all", ScopeEndpoint: "endpoint", ScopeNone: "none", ScopeFamily: "family"}
 
 // enumName is names[i], or kind(i) for a value without a name.
 func enumName(names []string, kind string, i int) string {
@@ -105,6 +109,9 @@ type Verdict struct {
 	Until time.Time
 	// Hinted reports that Until came from a provider reset hint.
 	Hinted bool
+	// Family is the model family (lower case, such as "sonnet") that
+	// ScopeFamily cools; "" for every other scope.
+	Family string
 }
 
 // Request is what classification needs to know about the client request
@@ -164,6 +171,17 @@ type Attempt struct {
 //   - 429 whose body says the request alone exceeds the tokens-per-minute
 //     limit (OpenAI's "Request too large for ..."): Return, "client_error";
 //     a credential of the same tier would refuse it too.
+//   - 429 of a subscription's usage window: Failover, "quota_exhausted".
+//     A Codex body whose error.type (error.code, or top-level type) is
+//     usage_limit_reached cools every model (ScopeAll) until
+//     error.resets_at (unix seconds) or now + error.resets_in_seconds.
+//     Claude unified-window headers: a rejected 5h or 7d window (any
+//     window without an underscore), or a rejected
+//     anthropic-ratelimit-unified-status with no window rejected, cool
+//     every model until that window's -reset; a rejected model-specific
+//     window (7d_sonnet, 7d_opus...) cools the family it names
+//     (ScopeFamily) when the requested model is of it, and otherwise the
+//     requested model only. A missing reset falls back to [ResetHint].
 //   - other 429: Failover, model, "rate_limited", Until from [ResetHint],
 //     or zero without a hint.
 //   - 401, 402: Failover, ScopeAll, "auth_failed", now + AuthFailure.
@@ -217,6 +235,9 @@ func Classify(p Policy, req Request, a Attempt, now time.Time) Verdict {
 	case status == http.StatusTooManyRequests:
 		if parseErrorBody(a.Body).requestTooLarge() {
 			return ret
+		}
+		if v, ok := quotaVerdict(req, a, now); ok {
+			return v
 		}
 		v := failover(model, ReasonRateLimited, time.Time{})
 		if v.Scope != ScopeNone {

@@ -124,7 +124,7 @@ func TestClassifyStatus(t *testing.T) {
 			"anthropic-ratelimit-requests-remaining", "3"), "", hinted(rate, 25*time.Second)},
 		{"429 unified", 429, hdr(
 			"anthropic-ratelimit-unified-5h-reset", unix(4*time.Hour),
-			"anthropic-ratelimit-unified-5h-status", "rejected"), "", hinted(rate, 4*time.Hour)},
+			"anthropic-ratelimit-unified-5h-status", "rejected"), "", hinted(Verdict{Action: Failover, Scope: ScopeAll, Reason: ReasonQuotaExhausted}, 4*time.Hour)},
 		{"429 openai", 429, hdr("x-ratelimit-reset-requests", "6m0s", "x-ratelimit-remaining-requests", "0"), "", hinted(rate, 6*time.Minute)},
 		{"429 gemini", 429, nil, geminiRetry34s, hinted(rate, 34*time.Second)},
 		{"429 only skipped buckets", 429, hdr("x-ratelimit-reset-tokens", "1m", "x-ratelimit-remaining-tokens", "5"), "", rate},
