@@ -30,6 +30,10 @@ type Credential struct {
 	successes atomic.Uint64
 	failures  atomic.Uint64
 
+	// quota is what the upstream last reported about the credential's
+	// usage limits (quota.go).
+	quota quotaState
+
 	// oauth is the state of refreshing the credential's OAuth access
 	// token (refresh.go).
 	oauth oauthState

@@ -93,18 +93,30 @@ type ListValue struct {
 }
 
 // Quota names the response headers in which a provider reports how much of
-// a credential's limits is used. Nothing reads them yet; they are what the
-// quota recorder and the steering by quota_headroom will read.
+// a credential's limits is used (SPEC section 13). Package pool records
+// them per credential on every response; the admin API and metrics show
+// them and routing's quota_headroom steers new sessions by them. Header
+// names are lower case; empty means not sent.
 type Quota struct {
 	// HeaderPrefixes: every response header whose name starts with one of
-	// these (lower case) reports quota and is recorded per credential.
+	// these (lower case) reports quota.
 	HeaderPrefixes []string
 	// Windows are the subscription's usage windows.
 	Windows []QuotaWindow
+	// Status, ResetAt and Claim are the subscription-wide headers: its
+	// overall "allowed"/"rejected", when that resets (unix seconds) and
+	// which window is the binding one ("five_hour", "seven_day").
+	Status, ResetAt, Claim string
+	// Limits are an API key's rate limits, one per kind.
+	Limits []QuotaLimit
+
+	// canon maps every header name above to its canonical form, so that
+	// Value finds it without allocating.
+	canon map[string]string
 }
 
 // QuotaWindow is one usage window of a subscription, by the headers that
-// report it. Header names are lower case; empty means not sent.
+// report it.
 type QuotaWindow struct {
 	// Name names the window in logs, metrics and the admin API ("5h").
 	Name string
@@ -122,6 +134,58 @@ type QuotaWindow struct {
 	ResetAfter string
 	// Minutes is the header with the window's length in minutes.
 	Minutes string
+}
+
+// QuotaLimit is one rate limit of an API key, by the headers that report
+// it: how many requests (or tokens) are left and allowed per period.
+type QuotaLimit struct {
+	// Kind names the limit in metrics and the admin API ("requests",
+	// "tokens").
+	Kind string
+	// Remaining and Limit are the headers with what is left and what the
+	// period allows.
+	Remaining, Limit string
+}
+
+// Value returns the first value of the quota header name (one of q's lower
+// case names) in h, or "" when h has none. It does not allocate.
+func (q *Quota) Value(h http.Header, name string) string {
+	if name == "" {
+		return ""
+	}
+	key, ok := q.canon[name]
+	if !ok {
+		key = http.CanonicalHeaderKey(name)
+	}
+	if v := h[key]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// Empty reports whether the provider reports no quota headers.
+func (q *Quota) Empty() bool { return len(q.Windows) == 0 && len(q.Limits) == 0 && q.Status == "" }
+
+// names lists every header name q reads.
+func (q *Quota) names() []string {
+	out := []string{q.Status, q.ResetAt, q.Claim}
+	for _, w := range q.Windows {
+		out = append(out, w.Used, w.Status, w.ResetAt, w.ResetAfter, w.Minutes)
+	}
+	for _, l := range q.Limits {
+		out = append(out, l.Remaining, l.Limit)
+	}
+	return out
+}
+
+// compile fills q.canon.
+func (q *Quota) compile() {
+	q.canon = make(map[string]string)
+	for _, n := range q.names() {
+		if n != "" {
+			q.canon[n] = http.CanonicalHeaderKey(n)
+		}
+	}
 }
 
 // Lookup returns the provider named name, or nil when there is none.

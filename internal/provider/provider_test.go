@@ -66,12 +66,12 @@ func TestTable(t *testing.T) {
 		} else if !reflect.DeepEqual(o, oauth.Endpoints{}) || p.RefreshLead != 0 {
 			t.Errorf("%s: OAuth half declared: %+v, refresh lead %v", p.Name, o, p.RefreshLead)
 		}
-		for _, w := range p.Quota.Windows {
-			for _, h := range []string{w.Used, w.Status, w.ResetAt, w.ResetAfter, w.Minutes} {
-				if h != "" && (strings.ToLower(h) != h || !hasAnyPrefix(h, p.Quota.HeaderPrefixes)) {
-					t.Errorf("%s: quota header %q is not lower case under one of %q", p.Name, h, p.Quota.HeaderPrefixes)
-				}
+		for _, h := range p.Quota.names() {
+			if h != "" && (strings.ToLower(h) != h || !hasAnyPrefix(h, p.Quota.HeaderPrefixes)) {
+				t.Errorf("%s: quota header %q is not lower case under one of %q", p.Name, h, p.Quota.HeaderPrefixes)
 			}
+		}
+		for _, w := range p.Quota.Windows {
 			if w.Name == "" || w.Used == "" || w.UsedFull <= 0 {
 				t.Errorf("%s: quota window half declared: %+v", p.Name, w)
 			}
@@ -227,5 +227,25 @@ func TestUpstreamPath(t *testing.T) {
 		if got := Lookup(tc.provider).UpstreamPath(tc.base, tc.path); got != tc.want {
 			t.Errorf("%s: %q + %q = %q, want %q", tc.provider, tc.base, tc.path, got, tc.want)
 		}
+	}
+}
+
+// TestQuotaValue: Value finds a quota header whatever case the upstream
+// sent it in, and does not allocate.
+func TestQuotaValue(t *testing.T) {
+	q := &Lookup("claude").Quota
+	h := http.Header{}
+	h.Set("ANTHROPIC-RATELIMIT-UNIFIED-5H-UTILIZATION", "0.42")
+	if got := q.Value(h, "anthropic-ratelimit-unified-5h-utilization"); got != "0.42" {
+		t.Errorf("Value = %q", got)
+	}
+	if got := q.Value(h, "anthropic-ratelimit-unified-7d-utilization"); got != "" {
+		t.Errorf("absent header: Value = %q", got)
+	}
+	if n := testing.AllocsPerRun(100, func() { q.Value(h, "anthropic-ratelimit-unified-5h-utilization") }); n != 0 {
+		t.Errorf("Value allocates %v times", n)
+	}
+	if got := Lookup("openai").Quota.Limits; len(got) != 2 || got[0].Remaining != "x-ratelimit-remaining-requests" || got[1].Limit != "x-ratelimit-limit-tokens" {
+		t.Errorf("openai limits %+v", got)
 	}
 }

@@ -27,6 +27,10 @@ var table = []*Provider{
 				unified.window("5h"),
 				unified.window("7d"),
 			},
+			Status:  "anthropic-ratelimit-unified-status",
+			ResetAt: "anthropic-ratelimit-unified-reset",
+			Claim:   "anthropic-ratelimit-unified-representative-claim",
+			Limits:  anthropicLimits,
 		},
 	},
 	{
@@ -46,6 +50,7 @@ var table = []*Provider{
 				codexUsage.window("primary"),
 				codexUsage.window("secondary"),
 			},
+			Limits: openAILimits,
 		},
 	},
 	{
@@ -61,16 +66,36 @@ var table = []*Provider{
 		Families:       []apifamily.Family{apifamily.OpenAI},
 		DefaultBaseURL: "https://api.openai.com",
 		AccessTokens:   true,
-		Quota:          Quota{HeaderPrefixes: []string{"x-ratelimit-"}},
+		Quota:          Quota{HeaderPrefixes: []string{"x-ratelimit-"}, Limits: openAILimits},
 	},
 	{
 		// Any server with an OpenAI-style API (OpenRouter, vLLM, Ollama...).
 		Name:         "openai_compatible",
 		Families:     []apifamily.Family{apifamily.OpenAI},
 		AccessTokens: true,
-		Quota:        Quota{HeaderPrefixes: []string{"x-ratelimit-"}},
+		Quota:        Quota{HeaderPrefixes: []string{"x-ratelimit-"}, Limits: openAILimits},
 	},
 }
+
+func init() {
+	for _, p := range table {
+		p.Quota.compile()
+	}
+}
+
+// The API-key rate limits of Anthropic and of OpenAI-style upstreams.
+var (
+	anthropicLimits = []QuotaLimit{
+		{Kind: "requests", Remaining: "anthropic-ratelimit-requests-remaining", Limit: "anthropic-ratelimit-requests-limit"},
+		{Kind: "tokens", Remaining: "anthropic-ratelimit-tokens-remaining", Limit: "anthropic-ratelimit-tokens-limit"},
+		{Kind: "input_tokens", Remaining: "anthropic-ratelimit-input-tokens-remaining", Limit: "anthropic-ratelimit-input-tokens-limit"},
+		{Kind: "output_tokens", Remaining: "anthropic-ratelimit-output-tokens-remaining", Limit: "anthropic-ratelimit-output-tokens-limit"},
+	}
+	openAILimits = []QuotaLimit{
+		{Kind: "requests", Remaining: "x-ratelimit-remaining-requests", Limit: "x-ratelimit-limit-requests"},
+		{Kind: "tokens", Remaining: "x-ratelimit-remaining-tokens", Limit: "x-ratelimit-limit-tokens"},
+	}
+)
 
 // windowHeaders says how a provider names the headers of its quota
 // windows: <prefix><window name><suffix>, one suffix per header ("" when
