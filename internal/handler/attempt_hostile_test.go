@@ -240,7 +240,7 @@ func TestRequestKeys(t *testing.T) {
 	gen := &parsed{model: "gemini-2.5-pro"}
 	gen.route.Generation = true
 	k := requestKeys(gen, "/v1beta/models/gemini-2.5-pro:embedContent")
-	if k.scoped(failure.ScopeModel) != "gemini-2.5-pro" || k.scoped(failure.ScopeEndpoint) != "gemini-2.5-pro@/v1beta/models/gemini-2.5-pro:embedContent" {
+	if k.scoped(failure.Verdict{Scope: failure.ScopeModel}) != "gemini-2.5-pro" || k.scoped(failure.Verdict{Scope: failure.ScopeEndpoint}) != "gemini-2.5-pro@/v1beta/models/gemini-2.5-pro:embedContent" {
 		t.Fatalf("keys %+v", k)
 	}
 	if k := requestKeys(&parsed{model: "gpt-5"}, "/v1/responses/resp_1"); k.endpoint != "" {
@@ -248,7 +248,7 @@ func TestRequestKeys(t *testing.T) {
 	}
 	empty := &parsed{}
 	empty.route.Generation = true
-	if k := requestKeys(empty, "/v1/messages"); k != (cooldownKeys{}) {
+	if k := requestKeys(empty, "/v1/messages"); k.model != "" || k.endpoint != "" || k.families != nil {
 		t.Fatalf("a request without a model has keys %+v", k)
 	}
 }

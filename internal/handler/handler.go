@@ -194,9 +194,14 @@ func (a *availability) Available(i int) bool {
 // which failure.ScopeEndpoint cools. A request without a model has the
 // empty key, which nothing cools (failure.ScopeNone): it only meets
 // credential-wide cooldowns.
+//
+// A model also meets the cooldowns of the model families its name belongs
+// to (failure.ScopeFamily: a subscription window of one family, such as
+// Claude's 7d_sonnet): one key per word of its name, see familyKey.
 type cooldownKeys struct {
 	model    string
-	endpoint string // "" unless a generation request names a model
+	endpoint string   // "" unless a generation request names a model
+	families []string // familyKey of each word of the model's name
 }
 
 func requestKeys(req *parsed, path string) cooldownKeys {
@@ -204,29 +209,53 @@ func requestKeys(req *parsed, path string) cooldownKeys {
 	if req.route.Generation && req.model != "" {
 		k.endpoint = req.model + "@" + path
 	}
+	for _, f := range failure.Families(req.model) {
+		k.families = append(k.families, familyKey(f))
+	}
 	return k
 }
 
+// familyKey is the cooldown key of a model family. It starts with a
+// control character, which no model name may hold (apifamily.CheckModel),
+// so no client can name it as a model and cool a whole family through a
+// model-scoped failure.
+func familyKey(family string) string { return "\x1ffamily:" + family }
+
 // available reports whether c may serve the request at now.
 func (k cooldownKeys) available(c *pool.Credential, now time.Time) bool {
-	return c.Available(k.model, now) && (k.endpoint == "" || c.Available(k.endpoint, now))
+	if !c.Available(k.model, now) || k.endpoint != "" && !c.Available(k.endpoint, now) {
+		return false
+	}
+	for _, f := range k.families {
+		if !c.Available(f, now) {
+			return false
+		}
+	}
+	return true
 }
 
 // coolingUntil is when c becomes available to the request again.
 func (k cooldownKeys) coolingUntil(c *pool.Credential, now time.Time) time.Time {
 	until := c.CoolingUntil(k.model, now)
+	others := k.families
 	if k.endpoint != "" {
-		if u := c.CoolingUntil(k.endpoint, now); u.After(until) {
+		others = append([]string{k.endpoint}, others...)
+	}
+	for _, key := range others {
+		if u := c.CoolingUntil(key, now); u.After(until) {
 			until = u
 		}
 	}
 	return until
 }
 
-// scoped is the key a failover verdict of scope s cools.
-func (k cooldownKeys) scoped(s failure.Scope) string {
-	if s == failure.ScopeEndpoint {
+// scoped is the key a failover verdict v cools.
+func (k cooldownKeys) scoped(v failure.Verdict) string {
+	switch v.Scope {
+	case failure.ScopeEndpoint:
 		return k.endpoint
+	case failure.ScopeFamily:
+		return familyKey(v.Family)
 	}
 	return k.model
 }
@@ -399,6 +428,15 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, key
 	freq := failure.Request{Model: req.model, Generation: req.route.Generation}
 	now := p.Now()
 	v := failure.Classify(p.Policy, freq, at, now)
+	if v.Action == failure.Success && holdsBack(resp) {
+		// A rejection inside the stream before any output counts as the
+		// status it stands for; nothing reached the client yet.
+		if status, h, body, rejected := holdBackResponse(resp, a); rejected {
+			at.Status, at.Header, at.Body = status, h, body
+			now = p.Now()
+			v = failure.Classify(p.Policy, freq, at, now)
+		}
+	}
 	// The attempt's fields are only built when a line is written.
 	logf := func(level zapcore.Level, msg string, fields ...zap.Field) {
 		if ce := p.Logger.Check(level, msg); ce != nil {
@@ -441,7 +479,7 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, key
 		if p.Affinity != nil {
 			p.Affinity.Failure(sel, cred.ID())
 		}
-		until := cred.RecordFailure(keys.scoped(v.Scope), v, p.Policy, now)
+		until := cred.RecordFailure(keys.scoped(v), v, p.Policy, now)
 		if v.Scope == failure.ScopeNone {
 			logf(zap.WarnLevel, "credential failed; failing over without a cooldown (the request names no model)",
 				zap.Int("status", at.Status), zap.String("reason", v.Reason), zap.Error(err))
@@ -477,7 +515,7 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, key
 		// for any failure once connected.
 		now := p.Now()
 		cv := failure.Classify(p.Policy, freq, failure.Attempt{Err: err, Connected: true}, now)
-		cred.RecordFailure(keys.scoped(cv.Scope), cv, p.Policy, now)
+		cred.RecordFailure(keys.scoped(cv), cv, p.Policy, now)
 		logf(zap.WarnLevel, "upstream stream broke off after the response started", zap.Error(err))
 		if isEventStream(resp.Header) {
 			// End the event stream cleanly with an error event in the
