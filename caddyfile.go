@@ -54,6 +54,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			strategy round_robin|fill_first|weighted_round_robin|rendezvous
 //			session_affinity [on|off]
 //			session_affinity_ttl <duration>
+//			quota_headroom <fraction>
 //			claude_code_session_affinity [on|off]
 //		}
 //		access {
@@ -354,6 +355,19 @@ func durationArg(d *caddyfile.Dispenser, block, opt string, args []string) (cadd
 	return caddy.Duration(dur), nil
 }
 
+// headroomArg parses quota_headroom's fraction: 0 (off) up to but not
+// including 1.
+func headroomArg(d *caddyfile.Dispenser, args []string) (*float64, error) {
+	if len(args) != 1 {
+		return nil, d.Errf("routing: quota_headroom takes one fraction")
+	}
+	f, err := strconv.ParseFloat(args[0], 64)
+	if err != nil || !(f >= 0 && f < 1) {
+		return nil, d.Errf("routing: bad quota_headroom %q: want a fraction from 0 (off) up to 1, such as 0.1", args[0])
+	}
+	return &f, nil
+}
+
 func parseRouting(d *caddyfile.Dispenser) (*Routing, error) {
 	r := new(Routing)
 	err := blockOptions(d, "routing", func(opt string, args []string) error {
@@ -373,8 +387,10 @@ func parseRouting(d *caddyfile.Dispenser) (*Routing, error) {
 			r.ClaudeCodeSessionAffinity, err = onOff(d, opt, args)
 		case "session_affinity_ttl":
 			r.SessionAffinityTTL, err = durationArg(d, "routing", opt, args)
+		case "quota_headroom":
+			r.QuotaHeadroom, err = headroomArg(d, args)
 		default:
-			return d.Errf("routing: unknown option %q; expected one of strategy, session_affinity, session_affinity_ttl, claude_code_session_affinity", opt)
+			return d.Errf("routing: unknown option %q; expected one of strategy, session_affinity, session_affinity_ttl, quota_headroom, claude_code_session_affinity", opt)
 		}
 		return err
 	})

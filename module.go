@@ -158,8 +158,27 @@ type Routing struct {
 	SessionAffinity bool `json:"session_affinity,omitempty"`
 	// SessionAffinityTTL is how long an idle binding lives. Default: 1h.
 	SessionAffinityTTL caddy.Duration `json:"session_affinity_ttl,omitempty"`
+	// QuotaHeadroom is the share of a credential's usage windows kept free
+	// before it takes no new sessions: a credential whose upstream reported
+	// (in its quota headers) a window used to at least 1 - QuotaHeadroom
+	// gets no new session while another available credential of the same
+	// priority has more room. Sessions already bound to it stay; when every
+	// credential of the tier is that close, they are picked as usual. A
+	// fraction from 0 up to 1; 0 turns steering off. Default: 0.05.
+	QuotaHeadroom *float64 `json:"quota_headroom,omitempty"`
 	// ClaudeCodeSessionAffinity is a deprecated alias of SessionAffinity.
 	ClaudeCodeSessionAffinity bool `json:"claude_code_session_affinity,omitempty"`
+}
+
+// DefaultQuotaHeadroom is routing.quota_headroom's default.
+const DefaultQuotaHeadroom = 0.05
+
+// quotaHeadroom is the configured quota_headroom or its default.
+func (r *Routing) quotaHeadroom() float64 {
+	if r.QuotaHeadroom == nil {
+		return DefaultQuotaHeadroom
+	}
+	return *r.QuotaHeadroom
 }
 
 // Access checks client keys.
@@ -410,6 +429,9 @@ func (h *Handler) provisionRouting() (selector.Strategy, bool, error) {
 	if r.ClaudeCodeSessionAffinity {
 		h.logger.Warn("routing.claude_code_session_affinity is deprecated; use session_affinity")
 	}
+	if headroom := r.quotaHeadroom(); headroom > 0 {
+		strategy = selector.Steer{Strategy: strategy, Headroom: headroom, Now: clock.Now}
+	}
 	return strategy, r.SessionAffinity || r.ClaudeCodeSessionAffinity, nil
 }
 
@@ -488,6 +510,11 @@ func (h *Handler) Validate() error {
 	}
 	if h.Routing != nil && h.Routing.SessionAffinityTTL < 0 {
 		return fmt.Errorf("routing.session_affinity_ttl must not be negative")
+	}
+	if h.Routing != nil && h.Routing.QuotaHeadroom != nil {
+		if f := *h.Routing.QuotaHeadroom; !(f >= 0 && f < 1) {
+			return fmt.Errorf("routing.quota_headroom %v out of range: want a fraction from 0 (off) up to 1", f)
+		}
 	}
 	return h.cooldownPolicy().Validate()
 }

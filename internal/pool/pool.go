@@ -367,7 +367,7 @@ func (p *Pool) Eligible(family apifamily.Family, model string) *Eligible {
 		if a.Disabled || !provider.Lookup(a.Provider).Serves(family) || (model != "" && !a.ServesModel(model)) {
 			continue
 		}
-		cands = append(cands, selector.Candidate{ID: c.id, Priority: a.Priority, Weight: a.EffectiveWeight()})
+		cands = append(cands, selector.Candidate{ID: c.id, Priority: a.Priority, Weight: a.EffectiveWeight(), Usage: c})
 		byID[c.id] = c
 	}
 	set := selector.NewSet(family.String()+"|"+model, cands)

@@ -22,6 +22,9 @@ type Candidate struct {
 	// candidate with weight 0 is never picked for a new session, though a
 	// session already bound to it keeps using it.
 	Weight int
+	// Usage reports how much of the candidate's usage limits is used, for
+	// [Steer]; nil: never near a limit.
+	Usage Usage
 }
 
 // tier is a run of candidates with the same priority within a Set.

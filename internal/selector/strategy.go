@@ -3,6 +3,7 @@ package selector
 import (
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Strategy names, as written in the Caddyfile's routing block.
@@ -58,11 +59,20 @@ type Request struct {
 	// that created it (see [State.Pin]) goes first, with or without
 	// session affinity.
 	Pin string
+
+	// steer is set by Steer while its Strategy picks: candidates that have
+	// used at least limit of their quota at now are left out.
+	steer bool
+	limit float64
+	now   time.Time
 }
 
 // available reports whether candidate i may be used by this request,
 // whatever its weight.
 func (r *Request) available(i int) bool {
+	if r.steer && r.Set.near(i, r.limit, r.now) {
+		return false
+	}
 	return r.Avail == nil || r.Avail.Available(i)
 }
 
