@@ -21,18 +21,24 @@ type faultRequest struct {
 	DropAfterEvents int               `json:"drop_after_events"`
 	Refuse          bool              `json:"refuse"`
 	RevokedKey      bool              `json:"revoked_key"`
+	StreamError     string            `json:"stream_error"`
+	StreamAfter     int               `json:"stream_error_after"`
+	StreamResetsIn  int               `json:"stream_resets_in"`
 }
 
 func (fr *faultRequest) fault() (Fault, error) {
 	f := Fault{
-		Status:          fr.Status,
-		Headers:         fr.Headers,
-		Body:            fr.Body,
-		Delay:           time.Duration(fr.DelayMS) * time.Millisecond,
-		Times:           fr.Times,
-		DropAfterEvents: fr.DropAfterEvents,
-		Refuse:          fr.Refuse,
-		RevokedKey:      fr.RevokedKey,
+		Status:           fr.Status,
+		Headers:          fr.Headers,
+		Body:             fr.Body,
+		Delay:            time.Duration(fr.DelayMS) * time.Millisecond,
+		Times:            fr.Times,
+		DropAfterEvents:  fr.DropAfterEvents,
+		Refuse:           fr.Refuse,
+		RevokedKey:       fr.RevokedKey,
+		StreamError:      fr.StreamError,
+		StreamErrorAfter: fr.StreamAfter,
+		StreamResetsIn:   fr.StreamResetsIn,
 	}
 	if len(fr.Delay) > 0 && string(fr.Delay) != "null" {
 		var s string

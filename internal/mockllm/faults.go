@@ -36,6 +36,14 @@ type Fault struct {
 	// Gemini refuses keys), Anthropic and OpenAI with their 401 invalid-key
 	// errors.
 	RevokedKey bool `json:"revoked_key,omitempty"`
+	// StreamError, for a normal streamed response, replaces the event
+	// after the first StreamErrorAfter events by a rejection of that kind
+	// (StreamOverloaded, StreamRateLimit, StreamUsageLimit) and ends the
+	// stream, as providers reject inside an HTTP 200 stream.
+	StreamError      string `json:"stream_error,omitempty"`
+	StreamErrorAfter int    `json:"stream_error_after,omitempty"`
+	// StreamResetsIn is the resets_in_seconds of a StreamUsageLimit.
+	StreamResetsIn int `json:"stream_resets_in,omitempty"`
 }
 
 // faultEntry is a configured fault with its remaining use count.
@@ -159,6 +167,7 @@ func (c *call) applyFault(f *Fault) bool {
 		return false
 	}
 	c.drop = f.DropAfterEvents
+	c.reject = streamReject{kind: f.StreamError, after: f.StreamErrorAfter, resetsIn: f.StreamResetsIn}
 	return true
 }
 

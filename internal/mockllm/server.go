@@ -32,7 +32,8 @@
 // POST /_mock/reset, GET /_mock/stats, GET /_mock/faults, POST /_mock/faults
 // with {"key": "...", "status": 429, "headers": {...}, "body": "...",
 // "delay": "250ms" (or milliseconds), "times": 1, "drop_after_events": 2,
-// "refuse": false, "revoked_key": false}, DELETE /_mock/faults (?key=K for
+// "refuse": false, "revoked_key": false, "stream_error": "overloaded",
+// "stream_error_after": 1, "stream_resets_in": 60}, DELETE /_mock/faults (?key=K for
 // one), GET /_mock/health, and for the OAuth server GET /_mock/oauth/stats,
 // GET /_mock/oauth/accounts, GET|POST|DELETE /_mock/oauth/faults,
 // POST /_mock/oauth/revoke and POST /_mock/oauth/advance.
@@ -184,6 +185,8 @@ type Server struct {
 	createdAt int64
 
 	oauth *oauthServer // nil without Options.OAuthAccounts
+
+	quota quotas // quota headers per credential (quota.go)
 }
 
 // New returns a Server configured by opts.
@@ -426,6 +429,8 @@ type call struct {
 	cred  *credState
 	rec   *Request
 	drop  int // DropAfterEvents of the applied fault
+	// reject is the in-stream rejection of the applied fault.
+	reject streamReject
 }
 
 // cancelled records that the client went away before the response was done.
@@ -484,6 +489,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if path == "/_mock/quota" {
+		s.serveQuotaControl(w, r)
+		return
+	}
 	if strings.HasPrefix(path, "/_mock/") {
 		s.serveControl(w, r)
 		return
@@ -539,6 +548,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	c.cred = s.cred(label)
 	c.cred.requests.Add(1)
+	s.writeQuotaHeaders(w.Header(), fam, key, label)
 
 	var f Fault
 	faulted := false

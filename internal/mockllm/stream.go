@@ -66,6 +66,10 @@ func (st *streamer) write() bool {
 		return false
 	}
 	c := st.c
+	if c.reject.due(st.events) {
+		st.writeReject()
+		return false
+	}
 	if st.events > 0 && c.s.delay > 0 {
 		if st.timer == nil {
 			st.timer = time.NewTimer(c.s.delay)
