@@ -418,6 +418,8 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, key
 	at := failure.Attempt{Err: err, ClientErr: ctx.Err(), Connected: connected.Load()}
 	if err == nil {
 		at.Status, at.Header = resp.StatusCode, resp.Header
+		// Every response reports the credential's quota, success or not.
+		cred.RecordQuota(resp.Header, start.Add(ttfb))
 		if at.Status >= 400 {
 			// Error bodies are read whole, up to a bound, so that the
 			// credential's secrets they may quote are redacted everywhere
