@@ -265,6 +265,9 @@ type authView struct {
 	Failures         uint64 `json:"failures"`
 	// Sessions counts the session bindings to this credential.
 	Sessions int `json:"sessions"`
+	// Quota is what the credential's upstream last reported about its
+	// usage limits in response headers; absent until it reports any.
+	Quota *pool.Quota `json:"quota,omitempty"`
 }
 
 // newAuthView shows c. With maxCooldowns > 0, at most that many per-model
@@ -293,6 +296,7 @@ func newAuthView(c *pool.Credential, sessions int, now time.Time, maxCooldowns i
 		Source:       "storage",
 		Cooldowns:    c.Cooldowns(now),
 		Sessions:     sessions,
+		Quota:        c.Quota(),
 	}
 	if a.IsOAuth() {
 		v.Kind = "access_token"

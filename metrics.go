@@ -96,6 +96,18 @@ func initMetrics() {
 			refreshes: prometheus.NewDesc(metricsNamespace+"_oauth_refreshes_total",
 				"OAuth access-token refreshes per credential by result: refreshed, adopted (tokens another instance stored), failed (temporary, retried with backoff), needs_login (refresh token refused for good).",
 				[]string{"pool", "auth", "result"}, nil),
+			quotaUsed: prometheus.NewDesc(metricsNamespace+"_quota_utilization",
+				"Share (0..1) of each usage window a credential's upstream last reported as used in its quota headers (Claude 5h/7d, Codex primary/secondary).",
+				[]string{"pool", "auth", "window"}, nil),
+			quotaReset: prometheus.NewDesc(metricsNamespace+"_quota_reset_timestamp_seconds",
+				"When each usage window of a credential resets, as last reported, in unix seconds.",
+				[]string{"pool", "auth", "window"}, nil),
+			quotaRemaining: prometheus.NewDesc(metricsNamespace+"_quota_remaining",
+				"What an API key's rate limit has left (requests, tokens, input_tokens, output_tokens), as last reported.",
+				[]string{"pool", "auth", "kind"}, nil),
+			quotaLimit: prometheus.NewDesc(metricsNamespace+"_quota_limit",
+				"What an API key's rate limit allows per period (requests, tokens, input_tokens, output_tokens), as last reported.",
+				[]string{"pool", "auth", "kind"}, nil),
 		}
 	})
 }
@@ -169,11 +181,17 @@ func (observer) Usage(pool, authID string, u handler.Usage) {
 type credentialsCollector struct {
 	desc      *prometheus.Desc
 	refreshes *prometheus.Desc
+	// The quota headers last recorded per credential.
+	quotaUsed, quotaReset, quotaRemaining, quotaLimit *prometheus.Desc
 }
 
 func (c *credentialsCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.desc
 	ch <- c.refreshes
+	ch <- c.quotaUsed
+	ch <- c.quotaReset
+	ch <- c.quotaRemaining
+	ch <- c.quotaLimit
 }
 
 func (c *credentialsCollector) Collect(ch chan<- prometheus.Metric) {
@@ -193,6 +211,7 @@ func (c *credentialsCollector) Collect(ch chan<- prometheus.Metric) {
 				needsLogin++
 			}
 			c.collectRefreshes(ch, name, cred)
+			c.collectQuota(ch, name, cred)
 		}
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(needsLogin), name, "needs_login")
 	}
@@ -211,6 +230,34 @@ func (c *credentialsCollector) collectRefreshes(ch chan<- prometheus.Metric, poo
 	}
 	for result, n := range counts {
 		ch <- prometheus.MustNewConstMetric(c.refreshes, prometheus.CounterValue, float64(n), poolName, cred.ID(), result)
+	}
+}
+
+// collectQuota reports the quota a credential's upstream last reported,
+// if it ever did.
+func (c *credentialsCollector) collectQuota(ch chan<- prometheus.Metric, poolName string, cred *pool.Credential) {
+	q := cred.Quota()
+	if q == nil {
+		return
+	}
+	gauge := func(d *prometheus.Desc, v float64, label string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, poolName, cred.ID(), label)
+	}
+	for _, w := range q.Windows {
+		if w.Utilization != nil {
+			gauge(c.quotaUsed, *w.Utilization, w.Name)
+		}
+		if !w.ResetAt.IsZero() {
+			gauge(c.quotaReset, float64(w.ResetAt.Unix()), w.Name)
+		}
+	}
+	for _, l := range q.Limits {
+		if l.Remaining != nil {
+			gauge(c.quotaRemaining, float64(*l.Remaining), l.Kind)
+		}
+		if l.Limit != nil {
+			gauge(c.quotaLimit, float64(*l.Limit), l.Kind)
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"testing"
 	"time"
 
@@ -194,5 +195,48 @@ func TestMetricsOAuthRefreshes(t *testing.T) {
 		if v, ok := metricValue(t, reg, c.name, c.labels); !ok || v != c.want {
 			t.Errorf("%s%v = %v (present %v), want %v", c.name, c.labels, v, ok, c.want)
 		}
+	}
+}
+
+// The quota a credential's upstream reported is exported at scrape time:
+// window utilization and reset, API-key remaining and limit; a credential
+// that never reported any has no quota series.
+func TestMetricsQuota(t *testing.T) {
+	const poolName = "metrics-test-quota"
+	p := pool.Acquire(poolName)
+	defer pool.Release(poolName)
+	p.PutStored(&auth.Auth{ID: "max", Fields: auth.Fields{Provider: "claude", AccessToken: "at"}})
+	p.PutStored(&auth.Auth{ID: "key", Fields: auth.Fields{Provider: "openai", APIKey: "sk-x"}})
+	p.PutStored(&auth.Auth{ID: "quiet", Fields: auth.Fields{Provider: "claude", APIKey: "sk-q"}})
+	now := clock.Now()
+	reset := now.Add(time.Hour).Unix()
+	h := http.Header{}
+	h.Set("Anthropic-Ratelimit-Unified-5h-Utilization", "0.97")
+	h.Set("Anthropic-Ratelimit-Unified-5h-Reset", strconv.FormatInt(reset, 10))
+	h.Set("Anthropic-Ratelimit-Unified-7d-Utilization", "0.2")
+	maxCred, _ := p.Get("max")
+	maxCred.RecordQuota(h, now)
+	keyCred, _ := p.Get("key")
+	keyCred.RecordQuota(http.Header{"X-Ratelimit-Remaining-Requests": {"42"}, "X-Ratelimit-Limit-Requests": {"50"}}, now)
+
+	reg := prometheus.NewPedanticRegistry()
+	newObserver(reg, nil)
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"caddy_llm_proxy_quota_utilization", map[string]string{"pool": poolName, "auth": "max", "window": "5h"}, 0.97},
+		{"caddy_llm_proxy_quota_utilization", map[string]string{"pool": poolName, "auth": "max", "window": "7d"}, 0.2},
+		{"caddy_llm_proxy_quota_reset_timestamp_seconds", map[string]string{"pool": poolName, "auth": "max", "window": "5h"}, float64(reset)},
+		{"caddy_llm_proxy_quota_remaining", map[string]string{"pool": poolName, "auth": "key", "kind": "requests"}, 42},
+		{"caddy_llm_proxy_quota_limit", map[string]string{"pool": poolName, "auth": "key", "kind": "requests"}, 50},
+	} {
+		if v, ok := metricValue(t, reg, c.name, c.labels); !ok || v != c.want {
+			t.Errorf("%s%v = %v (present %v), want %v", c.name, c.labels, v, ok, c.want)
+		}
+	}
+	if _, ok := metricValue(t, reg, "caddy_llm_proxy_quota_utilization", map[string]string{"pool": poolName, "auth": "quiet", "window": "5h"}); ok {
+		t.Error("a credential that reported no quota has a utilization series")
 	}
 }
