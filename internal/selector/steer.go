@@ -41,7 +41,7 @@ func (s Steer) Name() string { return s.Strategy.Name() }
 // Pick picks as the Strategy does, steering new sessions away from
 // candidates near their limits.
 func (s Steer) Pick(st *State, req *Request) int {
-	if s.Headroom <= 0 || req.Set == nil || req.steer {
+	if s.Headroom <= 0 || req.Set == nil || req.Avail == &req.steered {
 		return s.Strategy.Pick(st, req)
 	}
 	limit, now := 1-s.Headroom, s.Now()
@@ -50,10 +50,28 @@ func (s Steer) Pick(st *State, req *Request) int {
 		// nothing is available): pick as if there were no steering.
 		return s.Strategy.Pick(st, req)
 	}
-	req.steer, req.limit, req.now = true, limit, now
+	inner := req.Avail
+	req.steered = steeredAvail{inner: inner, set: req.Set, limit: limit, now: now}
+	req.Avail = &req.steered
 	i := s.Strategy.Pick(st, req)
-	req.steer = false
+	req.Avail = inner
 	return i
+}
+
+// steeredAvail is a request's Availability while Steer picks: candidates
+// that have used at least limit of their quota at now are left out.
+type steeredAvail struct {
+	inner Availability
+	set   *Set
+	limit float64
+	now   time.Time
+}
+
+func (a *steeredAvail) Available(i int) bool {
+	if a.set.near(i, a.limit, a.now) {
+		return false
+	}
+	return a.inner == nil || a.inner.Available(i)
 }
 
 // near reports whether candidate i has used at least limit of its quota.

@@ -3,7 +3,6 @@ package selector
 import (
 	"fmt"
 	"strings"
-	"time"
 )
 
 // Strategy names, as written in the Caddyfile's routing block.
@@ -60,19 +59,14 @@ type Request struct {
 	// session affinity.
 	Pin string
 
-	// steer is set by Steer while its Strategy picks: candidates that have
-	// used at least limit of their quota at now are left out.
-	steer bool
-	limit float64
-	now   time.Time
+	// steered is the Availability Steer puts in Avail while its Strategy
+	// picks (kept here so that a steered pick does not allocate).
+	steered steeredAvail
 }
 
 // available reports whether candidate i may be used by this request,
 // whatever its weight.
 func (r *Request) available(i int) bool {
-	if r.steer && r.Set.near(i, r.limit, r.now) {
-		return false
-	}
 	return r.Avail == nil || r.Avail.Available(i)
 }
 
