@@ -47,6 +47,8 @@ func TestValidateRefusesBadDurations(t *testing.T) {
 		{"ladder below its step", `{"pool":"v-ladder","cooldown":{"rate_limit":"10m","rate_limit_max":"1m"}}`, "cooldown rate_limit_max (1m0s) must not be below rate_limit (10m0s)"},
 		{"negative rescan interval", `{"pool":"v-rescan","rescan_interval":"-1s"}`, "rescan_interval must not be negative"},
 		{"negative binding TTL", `{"pool":"v-ttl","routing":{"session_affinity":true,"session_affinity_ttl":"-1h"}}`, "routing.session_affinity_ttl must not be negative"},
+		{"quota_headroom of 1", `{"pool":"v-head","routing":{"quota_headroom":1}}`, "routing.quota_headroom 1 out of range"},
+		{"negative quota_headroom", `{"pool":"v-head","routing":{"quota_headroom":-0.1}}`, "routing.quota_headroom -0.1 out of range"},
 		{"negative wait", `{"pool":"v-wait","retry":{"wait_for_cooldown":"-1s"}}`, "retry.wait_for_cooldown must not be negative"},
 		{"two handlers, one pool", `{"pool":"v-dup"}`, `pool "v-dup" is used by more than one llm_proxy handler in this config`},
 	} {

@@ -72,7 +72,7 @@ type quotaReading struct {
 // ignored.
 func (c *Credential) RecordQuota(h http.Header, now time.Time) {
 	p := provider.Lookup(c.Auth().Provider)
-	if p == nil || len(h) == 0 {
+	if p == nil || p.Quota.Empty() || len(h) == 0 {
 		return
 	}
 	var r quotaReading

@@ -3,6 +3,7 @@ package pool
 import (
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"testing"
 	"time"
 
@@ -95,6 +96,22 @@ func TestRecordQuota(t *testing.T) {
 			"X-Codex-Primary-Used-Percent", "Inf",
 			"X-Codex-Secondary-Used-Percent", "50%"),
 			`null`, 0},
+		{"an openai_compatible upstream cannot report subscription windows", "openai_compatible", headers(
+			"X-Codex-Primary-Used-Percent", "100",
+			"Anthropic-Ratelimit-Unified-5h-Utilization", "1"),
+			`null`, 0},
+		{"only the first of repeated values counts", "codex", func() http.Header {
+			h := http.Header{}
+			for i := range 1000 {
+				h.Add("X-Codex-Primary-Used-Percent", strconv.Itoa(i))
+			}
+			return h
+		}(),
+			`{"updated_at":"2027-01-15T08:00:00Z","windows":[{"name":"primary","utilization":0}]}`, 0},
+		{"a status that is not a word is not recorded", "claude", headers(
+			"Anthropic-Ratelimit-Unified-5h-Utilization", "0.5",
+			"Anthropic-Ratelimit-Unified-5h-Status", "rejected\r\nx-evil: 1"),
+			`{"updated_at":"2027-01-15T08:00:00Z","windows":[{"name":"5h","utilization":0.5}]}`, 0.5},
 		{"malformed reset is dropped, the window kept", "claude", headers(
 			"Anthropic-Ratelimit-Unified-5h-Utilization", "0.97",
 			"Anthropic-Ratelimit-Unified-5h-Reset", "tomorrow"),
