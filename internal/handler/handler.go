@@ -433,7 +433,7 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, key
 	if v.Action == failure.Success && holdsBack(resp) {
 		// A rejection inside the stream before any output counts as the
 		// status it stands for; nothing reached the client yet.
-		if status, h, body, rejected := holdBackResponse(resp, a); rejected {
+		if status, h, body, rejected := holdBackResponse(resp, a, holdBackWait); rejected {
 			at.Status, at.Header, at.Body = status, h, body
 			now = p.Now()
 			v = failure.Classify(p.Policy, freq, at, now)

@@ -2,9 +2,9 @@ package handler
 
 import (
 	"bytes"
-	"errors"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/tidwall/gjson"
 
@@ -18,6 +18,10 @@ import (
 const (
 	holdBackEvents = 16
 	holdBackBytes  = 1 << 20
+	// holdBackWait bounds the time the head is held: an upstream that
+	// sends its envelope (message_start) and then thinks for long gets its
+	// stream through to the client after this. Rejections come at once.
+	holdBackWait = 2 * time.Second
 )
 
 // noOutputEvents are the stream events that carry no output: the
@@ -45,44 +49,62 @@ type rejection struct {
 // holdBack reads the head of an event stream until it can tell whether the
 // upstream accepted the request: it stops at the first event that carries
 // output, at a rejection (an error event before any output), after
-// holdBackEvents events without output, past holdBackBytes, or at the end
-// of the stream. It returns the bytes read (which go to the client first
-// when the stream is released) and the rejection, if any. err is a read
-// error other than io.EOF.
+// holdBackEvents events without output, past holdBackBytes, after wait
+// (an upstream that sends its envelope and then thinks for long is not
+// kept from the client), or at the end of the stream. It returns the bytes
+// read, which go to the client first when the stream is released, the
+// read still under way when wait ran out (nil otherwise), the rejection,
+// if any, and the read error met (io.EOF included).
 //
 // An event that carries output is released as soon as it is complete: a
 // stream whose first event has output is not delayed beyond that event's
 // own arrival (an SSE client acts on no event before its end).
-func holdBack(body io.Reader) (head []byte, rej *rejection, err error) {
-	bp := copyBuffers.Get().(*[]byte)
-	defer copyBuffers.Put(bp)
-	buf := *bp
+func holdBack(body io.Reader, wait time.Duration) (head []byte, pending <-chan readResult, rej *rejection, err error) {
+	// Reads run in their own goroutine, one at a time, so that wait can
+	// end the hold-back while one is under way; the buffer is reused only
+	// once its bytes were copied to head.
+	results := make(chan readResult, 1)
+	buf := make([]byte, 32<<10)
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
 	var p eventParser
 	for {
-		n, rerr := body.Read(buf)
-		head = append(head, buf[:n]...)
+		go func() {
+			n, err := body.Read(buf)
+			results <- readResult{b: buf[:n], err: err}
+		}()
+		var r readResult
+		select {
+		case r = <-results:
+		case <-timer.C:
+			return head, results, nil, nil
+		}
+		head = append(head, r.b...)
 		for {
 			ev, ok := p.next(head)
 			if !ok {
 				break
 			}
 			if status, b, is := failure.StreamRejection(ev.name, ev.data); is {
-				return head, &rejection{status: status, body: b}, nil
+				return head, nil, &rejection{status: status, body: b}, nil
 			}
 			if !ev.quiet() {
-				return head, nil, nil
+				return head, nil, nil, r.err
 			}
 			if p.events++; p.events >= holdBackEvents {
-				return head, nil, nil
+				return head, nil, nil, r.err
 			}
 		}
-		if len(head) >= holdBackBytes || rerr == io.EOF {
-			return head, nil, nil
-		}
-		if rerr != nil {
-			return head, nil, rerr
+		if len(head) >= holdBackBytes || r.err != nil {
+			return head, nil, nil, r.err
 		}
 	}
+}
+
+// readResult is one read of a held-back body.
+type readResult struct {
+	b   []byte
+	err error
 }
 
 // sseEvent is one parsed server-sent event.
@@ -148,14 +170,20 @@ func (p *eventParser) next(buf []byte) (sseEvent, bool) {
 }
 
 // heldBody is a response body whose head was read by holdBack: it returns
-// the head, then the read error holdBack met, if any, then the rest.
+// the head, then the read that was under way when the hold-back ended, if
+// any, then the read error holdBack met, if any, then the rest.
 type heldBody struct {
-	head []byte
-	err  error
-	rest io.ReadCloser
+	head    []byte
+	pending <-chan readResult
+	err     error
+	rest    io.ReadCloser
 }
 
 func (b *heldBody) Read(p []byte) (int, error) {
+	if len(b.head) == 0 && b.pending != nil {
+		r := <-b.pending
+		b.pending, b.head, b.err = nil, r.b, r.err
+	}
 	if len(b.head) > 0 {
 		n := copy(p, b.head)
 		b.head = b.head[n:]
@@ -167,6 +195,7 @@ func (b *heldBody) Read(p []byte) (int, error) {
 	return b.rest.Read(p)
 }
 
+// Close closes the upstream body, which ends a read still under way.
 func (b *heldBody) Close() error { return b.rest.Close() }
 
 // holdsBack reports whether the head of resp is held back: a 2xx event
@@ -176,19 +205,16 @@ func holdsBack(resp *http.Response) bool {
 	return resp.StatusCode >= 200 && resp.StatusCode <= 299 && isEventStream(resp.Header) && (ce == "" || ce == "identity")
 }
 
-// holdBackResponse holds back the head of resp's event stream (see
-// holdBack). Without a rejection, resp.Body is replaced by one that
+// holdBackResponse holds back the head of resp's event stream for at most
+// wait (see holdBack). Without a rejection, resp.Body is replaced by one that
 // returns the head first, and nil is returned. With one, resp.Body is
 // closed and the rejection is returned as the error response it stands
 // for: its status, resp's headers as a JSON answer, and the event's data
 // with the credential's secrets redacted.
-func holdBackResponse(resp *http.Response, a *auth.Auth) (status int, h http.Header, body []byte, rejected bool) {
-	head, rej, err := holdBack(resp.Body)
+func holdBackResponse(resp *http.Response, a *auth.Auth, wait time.Duration) (status int, h http.Header, body []byte, rejected bool) {
+	head, pending, rej, err := holdBack(resp.Body, wait)
 	if rej == nil {
-		if errors.Is(err, io.EOF) {
-			err = nil
-		}
-		resp.Body = &heldBody{head: head, err: err, rest: resp.Body}
+		resp.Body = &heldBody{head: head, pending: pending, err: err, rest: resp.Body}
 		return 0, nil, nil, false
 	}
 	resp.Body.Close()

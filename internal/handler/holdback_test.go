@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 const (
@@ -77,9 +78,9 @@ func TestHoldBack(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := &countingReader{chunks: append([]string(nil), tc.chunks...)}
 			all := strings.Join(tc.chunks, "")
-			head, rej, err := holdBack(r)
-			if err != nil {
-				t.Fatal(err)
+			head, pending, rej, err := holdBack(r, time.Minute)
+			if err != nil && err != io.EOF || pending != nil {
+				t.Fatal(err, pending)
 			}
 			if tc.reads >= 0 && r.reads != tc.reads {
 				t.Fatalf("%d reads, want %d", r.reads, tc.reads)
@@ -96,7 +97,7 @@ func TestHoldBack(t *testing.T) {
 			}
 			if rej == nil {
 				// Released: the head and the rest make the stream.
-				b, _ := io.ReadAll(&heldBody{head: head, rest: io.NopCloser(r)})
+				b, _ := io.ReadAll(&heldBody{head: head, err: err, rest: io.NopCloser(r)})
 				if string(b) != all {
 					t.Fatalf("released stream differs: %d bytes of %d", len(b), len(all))
 				}
@@ -190,5 +191,40 @@ func TestHoldBackAllRejected(t *testing.T) {
 	body := w.Body.String()
 	if strings.Contains(body, holdKeyB) || !strings.Contains(body, "rate_limit_error") || strings.Contains(body, "event:") {
 		t.Fatalf("body %q", body)
+	}
+}
+
+// gatedReader returns its first chunk, then blocks until release is
+// closed, then returns the rest.
+type gatedReader struct {
+	first, rest string
+	release     chan struct{}
+	step        int
+}
+
+func (r *gatedReader) Read(p []byte) (int, error) {
+	switch r.step++; r.step {
+	case 1:
+		return copy(p, r.first), nil
+	case 2:
+		<-r.release
+		return copy(p, r.rest), nil
+	}
+	return 0, io.EOF
+}
+
+// TestHoldBackWaitReleases: an upstream that sends its envelope and then
+// keeps the stream waiting gets it through to the client once the wait
+// runs out; the read under way then completes the stream in order.
+func TestHoldBackWaitReleases(t *testing.T) {
+	r := &gatedReader{first: evMessageStart, rest: evDelta + evStop, release: make(chan struct{})}
+	head, pending, rej, err := holdBack(r, time.Millisecond)
+	if string(head) != evMessageStart || pending == nil || rej != nil || err != nil {
+		t.Fatalf("head %q, pending %v, rejection %v, err %v", head, pending != nil, rej, err)
+	}
+	close(r.release)
+	b, err := io.ReadAll(&heldBody{head: head, pending: pending, rest: io.NopCloser(r)})
+	if err != nil || string(b) != evMessageStart+evDelta+evStop {
+		t.Fatalf("stream %q, %v", b, err)
 	}
 }
