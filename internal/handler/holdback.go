@@ -64,9 +64,17 @@ func holdBack(body io.Reader, wait time.Duration) (head []byte, pending <-chan r
 	// end the hold-back while one is under way; the buffer is reused only
 	// once its bytes were copied to head.
 	results := make(chan readResult, 1)
-	buf := make([]byte, 32<<10)
+	bp := copyBuffers.Get().(*[]byte)
+	buf := *bp
 	timer := time.NewTimer(wait)
-	defer timer.Stop()
+	defer func() {
+		timer.Stop()
+		if pending == nil {
+			// No read is under way: the buffer is free again. (With one
+			// under way it is left to the collector.)
+			copyBuffers.Put(bp)
+		}
+	}()
 	var p eventParser
 	for {
 		go func() {
