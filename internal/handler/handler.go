@@ -432,9 +432,11 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, key
 	v := failure.Classify(p.Policy, freq, at, now)
 	if v.Action == failure.Success && holdsBack(resp) {
 		// A rejection inside the stream before any output counts as the
-		// status it stands for; nothing reached the client yet.
-		if status, h, body, rejected := holdBackResponse(resp, a, holdBackWait); rejected {
-			at.Status, at.Header, at.Body = status, h, body
+		// status it stands for, and a stream that broke off before any as
+		// the transport error; nothing reached the client yet.
+		if held, ok := holdBackResponse(resp, a, holdBackWait); ok {
+			at, err = held, held.Err
+			at.ClientErr = ctx.Err()
 			now = p.Now()
 			v = failure.Classify(p.Policy, freq, at, now)
 		}

@@ -214,22 +214,27 @@ func holdsBack(resp *http.Response) bool {
 }
 
 // holdBackResponse holds back the head of resp's event stream for at most
-// wait (see holdBack). Without a rejection, resp.Body is replaced by one that
-// returns the head first, and nil is returned. With one, resp.Body is
-// closed and the rejection is returned as the error response it stands
-// for: its status, resp's headers as a JSON answer, and the event's data
-// with the credential's secrets redacted.
-func holdBackResponse(resp *http.Response, a *auth.Auth, wait time.Duration) (status int, h http.Header, body []byte, rejected bool) {
+// wait (see holdBack). When the stream is released, resp.Body is replaced
+// by one that returns the head first, and ok is false. Otherwise nothing
+// reached the client and the returned attempt is what the response came
+// to instead, closed: a rejection as the error response it stands for (its
+// status, resp's headers as a JSON answer, and the event's data with the
+// credential's secrets redacted), or an upstream that broke off before any
+// output as the transport error it is.
+func holdBackResponse(resp *http.Response, a *auth.Auth, wait time.Duration) (at failure.Attempt, ok bool) {
 	head, pending, rej, err := holdBack(resp.Body, wait)
-	if rej == nil {
+	if rej == nil && (err == nil || err == io.EOF) {
 		resp.Body = &heldBody{head: head, pending: pending, err: err, rest: resp.Body}
-		return 0, nil, nil, false
+		return failure.Attempt{}, false
 	}
 	resp.Body.Close()
-	h = resp.Header.Clone()
+	if rej == nil {
+		return failure.Attempt{Err: err, Connected: true}, true
+	}
+	h := resp.Header.Clone()
 	h.Set("Content-Type", "application/json")
 	h.Del("Content-Length")
-	body = rej.body
+	body := rej.body
 	truncated := len(body) > errorBodyLimit
 	if truncated {
 		body = body[:errorBodyLimit]
@@ -238,5 +243,5 @@ func holdBackResponse(resp *http.Response, a *auth.Auth, wait time.Duration) (st
 	if truncated {
 		body = trimSecretPrefix(body, a)
 	}
-	return rej.status, h, body, true
+	return failure.Attempt{Status: rej.status, Header: h, Body: body}, true
 }

@@ -56,7 +56,7 @@ func BenchmarkTimeToFirstByte(b *testing.B) {
 				resp := &http.Response{StatusCode: 200, Header: h, ContentLength: -1, Body: &chunkReader{chunks: bc.chunks}}
 				start := time.Now()
 				if bc.hold {
-					if _, _, _, rejected := holdBackResponse(resp, a, time.Minute); rejected {
+					if _, rejected := holdBackResponse(resp, a, time.Minute); rejected {
 						b.Fatal("rejected")
 					}
 				}

@@ -228,3 +228,32 @@ func TestHoldBackWaitReleases(t *testing.T) {
 		t.Fatalf("stream %q, %v", b, err)
 	}
 }
+
+// TestHoldBackBrokenStreamFailsOver: an upstream stream that breaks off
+// before any output fails over like a connection that broke off: the
+// client gets the next credential's stream, and nothing of the first.
+func TestHoldBackBrokenStreamFailsOver(t *testing.T) {
+	var mu sync.Mutex
+	var tried []string
+	rt := rtFunc(func(r *http.Request) (*http.Response, error) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		key := r.Header.Get("X-Api-Key")
+		mu.Lock()
+		tried = append(tried, key)
+		mu.Unlock()
+		var body io.Reader = strings.NewReader(evMessageStart + evDelta + evStop)
+		if key == holdKeyA {
+			body = io.MultiReader(strings.NewReader(evMessageStart), iotestErr{io.ErrUnexpectedEOF})
+		}
+		return &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"text/event-stream"}}, Request: r,
+			ContentLength: -1, Body: io.NopCloser(body)}, nil
+	})
+	p := hostileProxy(t, rt, holdKeyA, "https://a.example", holdKeyB, "https://b.example")
+	w := serve(t, p, http.MethodPost, "/v1/messages", streamBody, http.Header{"Anthropic-Version": {"2023-06-01"}})
+	if w.Code != 200 || w.Body.String() != evMessageStart+evDelta+evStop || len(tried) != 2 {
+		t.Fatalf("status %d, body %q, attempts %v", w.Code, w.Body, tried)
+	}
+	if cd := cooldowns(t, p, "a"); len(cd) != 1 || cd[0].Model != "claude-sonnet-4-5" {
+		t.Fatalf("cooldowns of a: %+v", cd)
+	}
+}

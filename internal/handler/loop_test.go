@@ -362,9 +362,10 @@ func TestAttemptLoop(t *testing.T) {
 				cooled: map[string][]cool{"a": {{"claude-x", 10 * time.Second}}, "b": {{"claude-x", 20 * time.Second}}}}},
 		},
 		{
-			name: "an event stream that breaks after its first bytes ends with an error event; no other credential is tried",
+			name: "an event stream that breaks after its first output ends with an error event; no other credential is tried",
 			scripts: map[string][]answer{"a": {{status: 200, header: http.Header{"Content-Type": {"text/event-stream"}}, broken: true,
-				body: "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n"}}},
+				body: "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n" +
+					"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n"}}},
 			steps: []step{{method: "POST", path: "/v1/messages", body: strings.Replace(claudeBody, `"max_tokens"`, `"stream":true,"max_tokens"`, 1),
 				status: 200, tried: []string{"a"}, bodyHas: "event: error",
 				cooled: map[string][]cool{"a": {{"claude-x", minute}}}}},
