@@ -434,15 +434,9 @@ func (ps poolAdmin) patch(w http.ResponseWriter, r *http.Request, id string) err
 	if !ok {
 		return ps.unknownAuth(id)
 	}
-	body, err := readBody(r)
-	if err != nil {
-		return err
-	}
 	var p authPatch
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
-		return apiError(http.StatusBadRequest, "decoding patch (allowed fields: disabled, priority, weight): %v", err)
+	if err := decodeStrict(r, &p, "decoding patch (allowed fields: disabled, priority, weight)"); err != nil {
+		return err
 	}
 	if p.Disabled == nil && p.Priority == nil && p.Weight == nil {
 		return apiError(http.StatusBadRequest, "nothing to change: set disabled, priority or weight")
@@ -579,6 +573,21 @@ func readBody(r *http.Request) ([]byte, error) {
 		return nil, apiError(http.StatusRequestEntityTooLarge, "body larger than %d bytes", adminMaxBody)
 	}
 	return b, nil
+}
+
+// decodeStrict reads a JSON body into v, refusing unknown fields; what
+// names the body in the 400 answer.
+func decodeStrict(r *http.Request, v any, what string) error {
+	body, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return apiError(http.StatusBadRequest, "%s: %v", what, err)
+	}
+	return nil
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) error {

@@ -86,15 +86,9 @@ type loginCode struct {
 // completeLogin completes a login and answers with the credential it
 // wrote, secrets masked.
 func (ps poolAdmin) completeLogin(w http.ResponseWriter, r *http.Request, loginID string) error {
-	body, err := readBody(r)
-	if err != nil {
-		return err
-	}
 	var c loginCode
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil {
-		return apiError(http.StatusBadRequest, `decoding body (expected {"code": "<the redirect URL or the code>"}): %v`, err)
+	if err := decodeStrict(r, &c, `decoding body (expected {"code": "<the redirect URL or the code>"})`); err != nil {
+		return err
 	}
 	rec, replaced, err := ps.pool().CompleteLogin(r.Context(), loginID, c.Code, clock.Now())
 	if err != nil {
