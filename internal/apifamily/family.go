@@ -53,7 +53,29 @@ type Route struct {
 	// "this credential does not serve the model"; everywhere else a 404 is
 	// about the client's request and goes back to the client.
 	Generation bool
+	// Endpoint is the kind of OpenAI endpoint the route is (zero for the
+	// other families), for providers that serve only some of them.
+	Endpoint Endpoint
 }
+
+// Endpoint is a kind of OpenAI endpoint. Some providers speak the OpenAI
+// wire format for only part of the API: the ChatGPT backend behind Codex
+// credentials serves Responses and the model list, nothing else.
+type Endpoint uint8
+
+// The OpenAI endpoint kinds.
+const (
+	// EndpointAny is a route of another family.
+	EndpointAny Endpoint = iota
+	// EndpointChat is /v1/chat/completions and /v1/completions.
+	EndpointChat
+	// EndpointEmbeddings is /v1/embeddings.
+	EndpointEmbeddings
+	// EndpointResponses is /v1/responses and everything under it.
+	EndpointResponses
+	// EndpointModels is /v1/models and /v1/models/{id}.
+	EndpointModels
+)
 
 // Limits on what a client may name.
 const (
@@ -106,17 +128,21 @@ func Parse(path string) (r Route, ok bool) {
 		return Route{}, false
 	}
 	anthropic := Route{Family: Anthropic}
-	openAI := Route{Family: OpenAI}
+	openAI := func(e Endpoint) Route { return Route{Family: OpenAI, Endpoint: e} }
 	generation := func(r Route) (Route, bool) { r.Generation = true; return r, true }
 	switch {
 	case n == 2:
 		switch seg[1] {
 		case "messages":
 			return generation(anthropic)
-		case "completions", "embeddings", "responses":
-			return generation(openAI)
+		case "completions":
+			return generation(openAI(EndpointChat))
+		case "embeddings":
+			return generation(openAI(EndpointEmbeddings))
+		case "responses":
+			return generation(openAI(EndpointResponses))
 		case "models":
-			return openAI, true
+			return openAI(EndpointModels), true
 		}
 	case seg[1] == "messages":
 		if n == 3 && seg[2] == "count_tokens" {
@@ -128,14 +154,14 @@ func Parse(path string) (r Route, ok bool) {
 		}
 	case seg[1] == "chat":
 		if n == 3 && seg[2] == "completions" {
-			return generation(openAI)
+			return generation(openAI(EndpointChat))
 		}
 	case seg[1] == "responses":
 		if n == 3 && (seg[2] == "compact" || seg[2] == "input_tokens") {
-			return generation(openAI)
+			return generation(openAI(EndpointResponses))
 		}
 		if validID(seg[2]) && (n == 3 || n == 4 && (seg[3] == "input_items" || seg[3] == "cancel")) {
-			return openAI, true
+			return openAI(EndpointResponses), true
 		}
 	case seg[1] == "models" && n == 3:
 		if r, ok := geminiRoute(seg[2]); ok {
@@ -144,7 +170,7 @@ func Parse(path string) (r Route, ok bool) {
 		if validID(seg[2]) {
 			// GET /v1/models/{id}: one model's metadata (fine-tuned model
 			// IDs contain ':').
-			return openAI, true
+			return openAI(EndpointModels), true
 		}
 	}
 	return Route{}, false

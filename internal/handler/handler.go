@@ -283,7 +283,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, req *parsed) resul
 	picked := 0 // distinct credentials tried, which max_attempts bounds
 	keys := requestKeys(req, r.URL.Path)
 	for {
-		e := p.Pool.Eligible(fam, req.model)
+		e := p.Pool.Eligible(req.route, req.model)
 		if e.Set.Len() == 0 {
 			res.status = http.StatusServiceUnavailable
 			apifamily.WriteError(w, fam, res.status, apifamily.KindUnavailable, noCredentialMessage(fam, req.model), 0)

@@ -35,6 +35,7 @@ package pool
 
 import (
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -94,8 +95,9 @@ type Pool struct {
 }
 
 type setKey struct {
-	family apifamily.Family
-	model  string
+	family   apifamily.Family
+	endpoint apifamily.Endpoint
+	model    string
 }
 
 // Eligible is the credentials that may serve one API family and model,
@@ -344,11 +346,13 @@ func (p *Pool) Credentials() []*Credential {
 	return out
 }
 
-// Eligible returns the enabled credentials that serve family and model.
-// An empty model (e.g. GET /v1/models) matches every credential of the
-// family. The result is cached until the credential set changes.
-func (p *Pool) Eligible(family apifamily.Family, model string) *Eligible {
-	k := setKey{family, model}
+// Eligible returns the enabled credentials that serve the route (its
+// family and, for providers that serve only some OpenAI endpoints, its
+// endpoint) and model. An empty model (e.g. GET /v1/models) matches every
+// credential of the family. The result is cached until the credential set changes.
+func (p *Pool) Eligible(route apifamily.Route, model string) *Eligible {
+	family := route.Family
+	k := setKey{family, route.Endpoint, model}
 	p.mu.RLock()
 	e := p.sets[k]
 	p.mu.RUnlock()
@@ -364,13 +368,18 @@ func (p *Pool) Eligible(family apifamily.Family, model string) *Eligible {
 	byID := make(map[string]*Credential)
 	for _, c := range p.creds {
 		a := c.Auth()
-		if a.Disabled || !provider.Lookup(a.Provider).Serves(family) || (model != "" && !a.ServesModel(model)) {
+		if a.Disabled || !provider.Lookup(a.Provider).ServesRoute(route) || (model != "" && !a.ServesModel(model)) {
 			continue
 		}
 		cands = append(cands, selector.Candidate{ID: c.id, Priority: a.Priority, Weight: a.EffectiveWeight(), Usage: c})
 		byID[c.id] = c
 	}
-	set := selector.NewSet(family.String()+"|"+model, cands)
+	name := family.String()
+	if route.Endpoint != apifamily.EndpointAny {
+		// Providers may serve only some OpenAI endpoints (Codex).
+		name += "/" + strconv.Itoa(int(route.Endpoint))
+	}
+	set := selector.NewSet(name+"|"+model, cands)
 	e = &Eligible{Set: set, Creds: make([]*Credential, set.Len())}
 	for i := range e.Creds {
 		e.Creds[i] = byID[set.At(i).ID]

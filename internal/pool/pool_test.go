@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -72,7 +73,7 @@ func TestMembershipKeepsStateAndEligibleSets(t *testing.T) {
 
 	p.SetMembers([]*auth.Auth{rec("c1", "claude"), rec("o1", "openai", func(a *auth.Auth) { a.Models = []string{"gpt-5*"} })},
 		[]*auth.Auth{rec("c2", "claude")})
-	e := p.Eligible(apifamily.Anthropic, "claude-sonnet-4-5")
+	e := p.Eligible(apifamily.Route{Family: apifamily.Anthropic}, "claude-sonnet-4-5")
 	if e.Set.Len() != 2 {
 		t.Fatalf("%d eligible claude credentials", e.Set.Len())
 	}
@@ -81,10 +82,10 @@ func TestMembershipKeepsStateAndEligibleSets(t *testing.T) {
 			t.Fatalf("Creds and Set out of step at %d", i)
 		}
 	}
-	if p.Eligible(apifamily.OpenAI, "gpt-4o").Set.Len() != 0 || p.Eligible(apifamily.OpenAI, "gpt-5-mini").Set.Len() != 1 {
+	if p.Eligible(apifamily.Route{Family: apifamily.OpenAI}, "gpt-4o").Set.Len() != 0 || p.Eligible(apifamily.Route{Family: apifamily.OpenAI}, "gpt-5-mini").Set.Len() != 1 {
 		t.Fatal("model patterns not applied")
 	}
-	if p.Eligible(apifamily.OpenAI, "").Set.Len() != 1 {
+	if p.Eligible(apifamily.Route{Family: apifamily.OpenAI}, "").Set.Len() != 1 {
 		t.Fatal("a request without a model should see every credential of the family")
 	}
 
@@ -103,7 +104,7 @@ func TestMembershipKeepsStateAndEligibleSets(t *testing.T) {
 	if _, ok := p.Get("c2"); ok {
 		t.Fatal("removed credential still in the pool")
 	}
-	if e := p.Eligible(apifamily.Anthropic, "m"); e.Set.Len() != 1 || e.Set.At(0).ID != "c1" {
+	if e := p.Eligible(apifamily.Route{Family: apifamily.Anthropic}, "m"); e.Set.Len() != 1 || e.Set.At(0).ID != "c1" {
 		t.Fatalf("eligible after the change: %d", e.Set.Len())
 	}
 	// Bindings stay until a config serves (see lifecycle_test.go).
@@ -168,12 +169,46 @@ func TestClientModelNamesAreBounded(t *testing.T) {
 	defer Release("pool-test-bounded")
 	pl.SetMembers([]*auth.Auth{rec("c1", "claude")}, nil)
 	for i := 0; i < maxSets+10; i++ {
-		pl.Eligible(apifamily.Anthropic, "model-"+time.Duration(i).String())
+		pl.Eligible(apifamily.Route{Family: apifamily.Anthropic}, "model-"+time.Duration(i).String())
 	}
 	pl.mu.RLock()
 	n = len(pl.sets)
 	pl.mu.RUnlock()
 	if n > maxSets {
 		t.Fatalf("%d eligible sets kept", n)
+	}
+}
+
+// TestCodexServesResponsesOnly: the ChatGPT backend behind a Codex
+// credential serves the Responses API and the model list, so a Codex
+// credential is never eligible for chat or text completions or embeddings.
+func TestCodexServesResponsesOnly(t *testing.T) {
+	p := Acquire("pool-test-codex-endpoints")
+	defer Release("pool-test-codex-endpoints")
+	p.SetMembers([]*auth.Auth{rec("x1", "codex"), rec("o1", "openai")}, nil)
+	for _, tc := range []struct {
+		path string
+		want []string
+	}{
+		{"/v1/responses", []string{"o1", "x1"}},
+		{"/v1/responses/resp_1", []string{"o1", "x1"}},
+		{"/v1/models", []string{"o1", "x1"}},
+		{"/v1/chat/completions", []string{"o1"}},
+		{"/v1/completions", []string{"o1"}},
+		{"/v1/embeddings", []string{"o1"}},
+	} {
+		route, ok := apifamily.Parse(tc.path)
+		if !ok {
+			t.Fatalf("%s not served", tc.path)
+		}
+		e := p.Eligible(route, "gpt-5")
+		var got []string
+		for i := 0; i < e.Set.Len(); i++ {
+			got = append(got, e.Set.At(i).ID)
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s: eligible %v, want %v", tc.path, got, tc.want)
+		}
 	}
 }

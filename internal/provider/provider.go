@@ -34,6 +34,10 @@ type Provider struct {
 	// credential answers only requests of these families.
 	Families []apifamily.Family
 
+	// Endpoints, when set, are the only OpenAI endpoints the upstream
+	// serves; nil means all of them.
+	Endpoints []apifamily.Endpoint
+
 	// DefaultBaseURL is the upstream a credential talks to when it has no
 	// base_url. Empty means base_url is required.
 	DefaultBaseURL string
@@ -213,6 +217,12 @@ func Names() []string {
 // family f.
 func (p *Provider) Serves(f apifamily.Family) bool {
 	return p != nil && slices.Contains(p.Families, f)
+}
+
+// ServesRoute reports whether the provider's credentials can answer a
+// request on this route: its family, and for OpenAI routes its endpoint.
+func (p *Provider) ServesRoute(r apifamily.Route) bool {
+	return p.Serves(r.Family) && (len(p.Endpoints) == 0 || r.Endpoint == apifamily.EndpointAny || slices.Contains(p.Endpoints, r.Endpoint))
 }
 
 // Credential is what a credential can present upstream.

@@ -34,8 +34,11 @@ var table = []*Provider{
 		},
 	},
 	{
-		Name:           "codex",
-		Families:       []apifamily.Family{apifamily.OpenAI},
+		Name:     "codex",
+		Families: []apifamily.Family{apifamily.OpenAI},
+		// The ChatGPT backend serves the Responses API and the model
+		// list only: no chat or text completions, no embeddings.
+		Endpoints:      []apifamily.Endpoint{apifamily.EndpointResponses, apifamily.EndpointModels},
 		DefaultBaseURL: "https://chatgpt.com/backend-api/codex",
 		AccessTokens:   true, // ChatGPT login (Codex CLI)
 		Auth: AuthHeaders{
