@@ -11,6 +11,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/caddy-llm-proxy/llmproxy/internal/glob"
 )
 
 func init() {
@@ -28,6 +30,9 @@ func init() {
 // enough to confirm a guess, so give such keys a label, or better, use
 // long random keys.)
 //
+// A labelled key may be limited to some models (AllowedModels): a request
+// of that client naming another model gets 403 before any upstream call.
+//
 // Keys are compared in constant time against every configured key.
 type ConfigAPIKey struct {
 	// Keys are the accepted client keys, each labelled by its digest.
@@ -36,13 +41,21 @@ type ConfigAPIKey struct {
 	// LabeledKeys are more accepted client keys, by label: label → key.
 	LabeledKeys map[string]string `json:"labeled_keys,omitempty"`
 
+	// AllowedModels limits labelled keys to some models: label → model
+	// globs ('*' matches any run of characters, case is ignored). Each
+	// label must be one of LabeledKeys, each list non-empty. A key not
+	// listed here may use every model. Requests that name no model (the
+	// model list) are always allowed; a generation request of a limited
+	// key must name an allowed model.
+	AllowedModels map[string][]string `json:"allowed_models,omitempty"`
+
 	entries []keyEntry
 }
 
 // keyEntry is one accepted key, kept only as a digest.
 type keyEntry struct {
 	digest [sha256.Size]byte
-	label  string
+	client Client
 }
 
 // CaddyModule returns the Caddy module information.
@@ -74,7 +87,7 @@ func (c *ConfigAPIKey) Provision(caddy.Context) error {
 		if label == "" {
 			label = DefaultKeyLabel(key)
 		}
-		c.entries = append(c.entries, keyEntry{digest: d, label: label})
+		c.entries = append(c.entries, keyEntry{digest: d, client: Client{Label: label, Models: c.AllowedModels[label]}})
 		return nil
 	}
 
@@ -88,6 +101,9 @@ func (c *ConfigAPIKey) Provision(caddy.Context) error {
 		labels = append(labels, label)
 	}
 	sort.Strings(labels) // errors and entries in a stable order
+	if err := c.checkAllowedModels(); err != nil {
+		return fmt.Errorf("config_api_key: %w", err)
+	}
 	for _, label := range labels {
 		if strings.TrimSpace(label) == "" || hasControl(label) {
 			return fmt.Errorf("config_api_key: labeled_keys: label %q is blank or has control characters", label)
@@ -98,6 +114,31 @@ func (c *ConfigAPIKey) Provision(caddy.Context) error {
 	}
 	if len(c.entries) == 0 {
 		return errors.New("config_api_key: no keys configured")
+	}
+	return nil
+}
+
+// checkAllowedModels reports the first bad entry of AllowedModels, in label
+// order.
+func (c *ConfigAPIKey) checkAllowedModels() error {
+	labels := make([]string, 0, len(c.AllowedModels))
+	for label := range c.AllowedModels {
+		labels = append(labels, label)
+	}
+	sort.Strings(labels)
+	for _, label := range labels {
+		if _, ok := c.LabeledKeys[label]; !ok {
+			return fmt.Errorf("allowed_models: %q is not the label of a key in labeled_keys", label)
+		}
+		models := c.AllowedModels[label]
+		if len(models) == 0 {
+			return fmt.Errorf("allowed_models: the key labelled %q has an empty list; remove it to allow every model", label)
+		}
+		for _, m := range models {
+			if err := glob.Check(m); err != nil {
+				return fmt.Errorf("allowed_models: the key labelled %q: bad model pattern %q: %v", label, m, err)
+			}
+		}
 	}
 	return nil
 }
@@ -113,8 +154,15 @@ func DefaultKeyLabel(key string) string {
 // of key with that of every configured key in constant time, so neither
 // the keys' lengths nor which key matched show in the time taken.
 func (c *ConfigAPIKey) Authenticate(key string) (string, error) {
+	client, err := c.AuthenticateClient(key)
+	return client.Label, err
+}
+
+// AuthenticateClient implements ClientAuthenticator: Authenticate that also
+// returns the models the key may use.
+func (c *ConfigAPIKey) AuthenticateClient(key string) (Client, error) {
 	if key == "" {
-		return "", ErrNoKey
+		return Client{}, ErrNoKey
 	}
 	d := sha256.Sum256([]byte(key))
 	match := -1
@@ -123,19 +171,22 @@ func (c *ConfigAPIKey) Authenticate(key string) (string, error) {
 		match = subtle.ConstantTimeSelect(eq, i, match)
 	}
 	if match < 0 {
-		return "", ErrBadKey
+		return Client{}, ErrBadKey
 	}
-	return c.entries[match].label, nil
+	return c.entries[match].client, nil
 }
 
 // UnmarshalCaddyfile sets up the provider from Caddyfile tokens. Syntax:
 //
 //	provider config_api_key {
 //		keys <key...>
-//		key <label> <key>
+//		key <label> <key> [{
+//			models <glob...>
+//		}]
 //	}
 //
-// keys and key may repeat. Keys may be placeholders such as
+// keys and key may repeat; models limits the labelled key to the models
+// matching one of the globs (AllowedModels). Keys may be placeholders such as
 // {env.CLIENT_KEY}, which are expanded at provision time.
 func (c *ConfigAPIKey) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume module name
@@ -152,18 +203,9 @@ func (c *ConfigAPIKey) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			c.Keys = append(c.Keys, keys...)
 		case "key":
-			args := d.RemainingArgs()
-			if len(args) != 2 {
-				return d.Errf("key takes a label and a key, got %d arguments", len(args))
+			if err := c.UnmarshalKey(d); err != nil {
+				return err
 			}
-			label, key := args[0], args[1]
-			if _, dup := c.LabeledKeys[label]; dup {
-				return d.Errf("duplicate key label %q", label)
-			}
-			if c.LabeledKeys == nil {
-				c.LabeledKeys = make(map[string]string)
-			}
-			c.LabeledKeys[label] = key
 		default:
 			if !looksLikeOption(d.Val()) {
 				// A key on a line of its own: do not repeat it.
@@ -171,6 +213,54 @@ func (c *ConfigAPIKey) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			return d.Errf("unrecognized config_api_key option %q (allowed: keys, key)", d.Val())
 		}
+	}
+	return nil
+}
+
+// UnmarshalKey reads one labelled key at the dispenser's cursor (on the
+// token "key") into LabeledKeys and AllowedModels:
+//
+//	key <label> <key> [{
+//		models <glob...>
+//	}]
+//
+// llm_proxy's inline access block reads its keys with it too.
+func (c *ConfigAPIKey) UnmarshalKey(d *caddyfile.Dispenser) error {
+	args := d.RemainingArgs()
+	if len(args) != 2 {
+		return d.Errf("key takes a label and a key, got %d arguments", len(args))
+	}
+	label, key := args[0], args[1]
+	if _, dup := c.LabeledKeys[label]; dup {
+		return d.Errf("duplicate key label %q", label)
+	}
+	if c.LabeledKeys == nil {
+		c.LabeledKeys = make(map[string]string)
+	}
+	c.LabeledKeys[label] = key
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if d.Val() != "models" {
+			if !looksLikeOption(d.Val()) {
+				return d.Errf("key %q: unrecognized option (not shown, it may be a key; expected models)", label)
+			}
+			return d.Errf("key %q: unknown option %q; expected models", label, d.Val())
+		}
+		if _, dup := c.AllowedModels[label]; dup {
+			return d.Errf("key %q: duplicate models option; list every glob on one line", label)
+		}
+		models := d.RemainingArgs()
+		if len(models) == 0 {
+			return d.Errf("key %q: models needs at least one glob", label)
+		}
+		for _, m := range models {
+			if err := glob.Check(m); err != nil {
+				return d.Errf("key %q: bad model glob %q: %v", label, m, err)
+			}
+		}
+		if c.AllowedModels == nil {
+			c.AllowedModels = make(map[string][]string)
+		}
+		c.AllowedModels[label] = models
 	}
 	return nil
 }
@@ -191,7 +281,7 @@ func looksLikeOption(s string) bool {
 
 // Interface guards
 var (
-	_ AccessProvider        = (*ConfigAPIKey)(nil)
+	_ ClientAuthenticator   = (*ConfigAPIKey)(nil)
 	_ caddy.Provisioner     = (*ConfigAPIKey)(nil)
 	_ caddyfile.Unmarshaler = (*ConfigAPIKey)(nil)
 )

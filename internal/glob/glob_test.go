@@ -55,3 +55,26 @@ func BenchmarkMatch(b *testing.B) {
 		Match("x-stainless-*", "X-Stainless-Package-Version")
 	}
 }
+
+func TestCheck(t *testing.T) {
+	for _, p := range []string{"claude-haiku-*", "*", "gpt-4o", "org/model:tag", "modèle"} {
+		if err := Check(p); err != nil {
+			t.Errorf("Check(%q) = %v, want nil", p, err)
+		}
+	}
+	for _, p := range []string{"", "a b", "a\tb", "a\x00", "a\x7f", "a\u0085", strings.Repeat("a", MaxLen+1)} {
+		if Check(p) == nil {
+			t.Errorf("Check(%q) = nil, want an error", p)
+		}
+	}
+}
+
+func TestMatchAny(t *testing.T) {
+	ps := []string{"claude-haiku-*", "gpt-4o"}
+	if !MatchAny(ps, "Claude-Haiku-4-5") || !MatchAny(ps, "gpt-4o") {
+		t.Error("MatchAny misses a listed model")
+	}
+	if MatchAny(ps, "claude-opus-4") || MatchAny(ps, "gpt-4o-mini") || MatchAny(nil, "x") {
+		t.Error("MatchAny matches an unlisted model")
+	}
+}
