@@ -70,6 +70,19 @@ type Fields struct {
 	// literal, and case is ignored. Default: every model.
 	Models []string `json:"models,omitempty"`
 
+	// ExcludedModels lists models the credential never serves, as patterns
+	// like those of models; an exclusion wins over models. Default: none.
+	ExcludedModels []string `json:"excluded_models,omitempty"`
+
+	// ModelAlias maps a client-visible model name to the name sent
+	// upstream: a request for the key is eligible on this credential
+	// (whatever models and excluded_models say) and goes upstream with the
+	// value in the body's "model" (or the Gemini path's {model}). Keys are
+	// matched ignoring ASCII case; the response is passed on as the
+	// upstream sent it. Names are non-empty, without white space. Default:
+	// none.
+	ModelAlias map[string]string `json:"model_alias,omitempty"`
+
 	// Priority puts the credential in a tier: the highest tier with an
 	// available credential serves, lower tiers only while every credential
 	// above is cooling down or disabled. Default: 0; may be negative.
@@ -191,6 +204,8 @@ var knownFields = []knownField{
 	{"last_refresh", func(a *Auth) any { return &a.LastRefresh }},
 	{"base_url", func(a *Auth) any { return &a.BaseURL }},
 	{"models", func(a *Auth) any { return &a.Models }},
+	{"excluded_models", func(a *Auth) any { return &a.ExcludedModels }},
+	{"model_alias", func(a *Auth) any { return &a.ModelAlias }},
 	{"priority", func(a *Auth) any { return &a.Priority }},
 	{"weight", func(a *Auth) any { return &a.Weight }},
 	{"headers", func(a *Auth) any { return &a.Headers }},
@@ -483,12 +498,21 @@ func (a *Auth) checkURLs(p *provider.Provider, unexpanded bool) error {
 	return nil
 }
 
-// checkLists checks the model patterns and the header names and values.
+// checkLists checks the model patterns, the model aliases and the header
+// names and values.
 func (a *Auth) checkLists() error {
-	for i, m := range a.Models {
-		if m == "" || strings.ContainsFunc(m, isSpaceOrControl) {
-			return fmt.Errorf("models[%d]: empty or contains white space or control characters", i)
+	for _, l := range []struct {
+		name string
+		list []string
+	}{{"models", a.Models}, {"excluded_models", a.ExcludedModels}} {
+		for i, m := range l.list {
+			if !validModelName(m) {
+				return fmt.Errorf("%s[%d]: empty or contains white space or control characters", l.name, i)
+			}
 		}
+	}
+	if err := checkAliases(a.ModelAlias); err != nil {
+		return err
 	}
 	for name, val := range a.Headers {
 		if !validHeaderName(name) {
@@ -500,6 +524,37 @@ func (a *Auth) checkLists() error {
 	}
 	return nil
 }
+
+// validModelName reports whether s can be a model name or pattern: not
+// empty, without white space or control characters.
+func validModelName(s string) bool {
+	return s != "" && !strings.ContainsFunc(s, isSpaceOrControl)
+}
+
+// checkAliases checks model_alias: names without white space or control
+// characters, and no client name twice (ignoring ASCII case). Errors name
+// the client name, which is not a secret.
+func checkAliases(aliases map[string]string) error {
+	seen := make(map[string]string, len(aliases))
+	for _, client := range slices.Sorted(maps.Keys(aliases)) {
+		if !validModelName(client) || len(client) > maxAliasLen {
+			return fmt.Errorf("model_alias: client name %q is empty, too long or contains white space or control characters", client)
+		}
+		if !validModelName(aliases[client]) || len(aliases[client]) > maxAliasLen {
+			return fmt.Errorf("model_alias: upstream name for %q is empty, too long or contains white space or control characters", client)
+		}
+		lower := strings.ToLower(client)
+		if prev, dup := seen[lower]; dup {
+			return fmt.Errorf("model_alias: client names %q and %q differ only in case", prev, client)
+		}
+		seen[lower] = client
+	}
+	return nil
+}
+
+// maxAliasLen is the longest name model_alias takes, as long as the
+// longest model name a client may send.
+const maxAliasLen = 256
 
 // checkURL checks that raw is an absolute URL with a host and one of the
 // schemes. The URL is not repeated in errors: it may hold a password.
@@ -562,15 +617,49 @@ func (a *Auth) BaseURLOrDefault() string {
 	return strings.TrimRight(u, "/")
 }
 
-// ServesModel reports whether the credential serves model: true when
-// Models is empty, else when a pattern matches. In a pattern "*" matches
-// any run of characters (including "/"), other characters match
-// themselves, ignoring ASCII case.
+// ServesModel reports whether the credential serves the client-visible
+// model: when it is a model_alias key, or when Models is empty or a
+// pattern of it matches and no pattern of ExcludedModels does. In a
+// pattern "*" matches any run of characters (including "/"), other
+// characters match themselves, ignoring ASCII case.
 func (a *Auth) ServesModel(model string) bool {
-	if len(a.Models) == 0 {
+	if _, ok := a.alias(model); ok {
 		return true
 	}
-	for _, p := range a.Models {
+	if len(a.Models) > 0 && !matchAny(a.Models, model) {
+		return false
+	}
+	return !matchAny(a.ExcludedModels, model)
+}
+
+// UpstreamModel returns the name a request for the client-visible model is
+// sent upstream with: its model_alias value, else model itself.
+func (a *Auth) UpstreamModel(model string) string {
+	if up, ok := a.alias(model); ok {
+		return up
+	}
+	return model
+}
+
+// alias looks model up among the model_alias keys, ignoring ASCII case
+// (Validate makes sure at most one key matches).
+func (a *Auth) alias(model string) (string, bool) {
+	if model == "" || len(a.ModelAlias) == 0 {
+		return "", false
+	}
+	if up, ok := a.ModelAlias[model]; ok {
+		return up, true
+	}
+	for client, up := range a.ModelAlias {
+		if strings.EqualFold(client, model) {
+			return up, true
+		}
+	}
+	return "", false
+}
+
+func matchAny(patterns []string, model string) bool {
+	for _, p := range patterns {
 		if glob.Match(p, model) {
 			return true
 		}
@@ -623,6 +712,8 @@ func (a *Auth) Clone() *Auth {
 		c.Weight = &w
 	}
 	c.Models = slices.Clone(a.Models)
+	c.ExcludedModels = slices.Clone(a.ExcludedModels)
+	c.ModelAlias = maps.Clone(a.ModelAlias)
 	c.Headers = maps.Clone(a.Headers)
 	c.raw = maps.Clone(a.raw) // raw values are never modified, so they are shared
 	c.order = slices.Clone(a.order)

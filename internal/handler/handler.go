@@ -410,7 +410,12 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, key
 	// answer in time): see failure.Attempt.Connected.
 	var connected atomic.Bool
 	trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { connected.Store(true) }}
-	out := newUpstreamRequest(httptrace.WithClientTrace(ctx, trace), r, req.body, a, base, p.ForwardHeaders)
+	body, upstreamModel := aliased(req, a)
+	out := newUpstreamRequest(httptrace.WithClientTrace(ctx, trace), r, body, a, base, p.ForwardHeaders)
+	if upstreamModel != "" {
+		// Gemini names the model in the path.
+		out.URL.Path = withPathModel(out.URL.Path, req.route.Model, upstreamModel)
+	}
 	start := p.Now()
 	resp, err := p.Transports.For(a).RoundTrip(out)
 	ttfb := p.Now().Sub(start)

@@ -114,6 +114,9 @@ func parse(r *http.Request, route apifamily.Route, max int64, affinity bool) (*p
 	}
 	p := &parsed{route: route, body: body, model: route.Model}
 	if p.model == "" && len(body) > 0 {
+		if countModelKeys(body) > 1 {
+			return nil, &requestError{`the request body names "model" more than once`}
+		}
 		p.model = apifamily.BodyModel(body)
 	}
 	if err := apifamily.CheckModel(p.model); err != nil {

@@ -34,6 +34,8 @@
 package pool
 
 import (
+	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -306,18 +308,12 @@ func (p *Pool) upsert(a *auth.Auth) bool {
 	return true
 }
 
-// sameSelection reports whether two records of one credential select alike.
+// sameSelection reports whether two records of one credential select
+// alike: same provider, tier, weight, state and model lists and aliases.
 func sameSelection(a, b *auth.Auth) bool {
-	if a.Provider != b.Provider || a.Priority != b.Priority || a.EffectiveWeight() != b.EffectiveWeight() ||
-		a.Disabled != b.Disabled || len(a.Models) != len(b.Models) {
-		return false
-	}
-	for i := range a.Models {
-		if a.Models[i] != b.Models[i] {
-			return false
-		}
-	}
-	return true
+	return a.Provider == b.Provider && a.Priority == b.Priority && a.EffectiveWeight() == b.EffectiveWeight() &&
+		a.Disabled == b.Disabled && slices.Equal(a.Models, b.Models) &&
+		slices.Equal(a.ExcludedModels, b.ExcludedModels) && maps.Equal(a.ModelAlias, b.ModelAlias)
 }
 
 // changed invalidates the eligible sets. Must hold p.mu.
