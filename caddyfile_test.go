@@ -106,7 +106,13 @@ func TestCaddyfileAdaptErrors(t *testing.T) {
 		{"unknown auth option", wrap("\t\tauth a {\n\t\t\tprovider claude\n\t\t\tapi_key k\n\t\t\tsecret x\n\t\t}\n"), `auth "a": unknown option "secret"`, 6},
 		{"duplicate pool", wrap(auth + "\t\tpool a\n\t\tpool b\n"), `duplicate pool option`, 8},
 		{"bad on/off", wrap(auth + "\t\trouting {\n\t\t\tsession_affinity maybe\n\t\t}\n"), `session_affinity takes on or off`, 8},
-		{"empty access", wrap(auth + "\t\taccess {\n\t\t}\n"), `access: needs api_keys or a provider`, 0},
+		{"empty access", wrap(auth + "\t\taccess {\n\t\t}\n"), `access: needs api_keys, key or a provider`, 0},
+		{"access bad model glob", wrap(auth + "\t\taccess {\n\t\t\tkey intern secret-k {\n\t\t\t\tmodels \"claude haiku\"\n\t\t\t}\n\t\t}\n"), `key "intern": bad model glob "claude haiku"`, 9},
+		{"access models without glob", wrap(auth + "\t\taccess {\n\t\t\tkey intern secret-k {\n\t\t\t\tmodels\n\t\t\t}\n\t\t}\n"), `key "intern": models needs at least one glob`, 9},
+		{"access models on an unlabelled key", wrap(auth + "\t\taccess {\n\t\t\tapi_keys secret-k {\n\t\t\t\tmodels m\n\t\t\t}\n\t\t}\n"), `access: api_keys takes no block; to limit a key's models, give it a label`, 9},
+		{"provider models on an unlabelled key", wrap(auth + "\t\taccess {\n\t\t\tprovider config_api_key {\n\t\t\t\tkeys secret-k {\n\t\t\t\t\tmodels m\n\t\t\t\t}\n\t\t\t}\n\t\t}\n"), `keys takes no block`, 10},
+		{"provider bad model glob", wrap(auth + "\t\taccess {\n\t\t\tprovider config_api_key {\n\t\t\t\tkey intern secret-k {\n\t\t\t\t\tmodels \"a\tb\"\n\t\t\t\t}\n\t\t\t}\n\t\t}\n"), `bad model glob`, 10},
+		{"access key label twice", wrap(auth + "\t\taccess {\n\t\t\tkey intern secret-k\n\t\t\tkey intern secret-l\n\t\t}\n"), `duplicate key label "intern"`, 9},
 		{"unknown access provider", wrap(auth + "\t\taccess {\n\t\t\tprovider ldap\n\t\t}\n"), `llm_proxy.access.ldap`, 0},
 		{"bad max_attempts", wrap(auth + "\t\tretry {\n\t\t\tmax_attempts 0\n\t\t}\n"), `retry: bad max_attempts "0"`, 0},
 		{"unknown retry option", wrap(auth + "\t\tretry {\n\t\t\tbackoff 1s\n\t\t}\n"), `retry: unknown option "backoff"`, 0},
@@ -131,6 +137,9 @@ func TestCaddyfileAdaptErrors(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %q\nwant it to contain %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "secret-") {
+				t.Fatalf("error %q shows a client key", err)
 			}
 			if tc.line > 0 && !strings.HasSuffix(err.Error(), fmt.Sprintf("at Caddyfile:%d", tc.line)) {
 				t.Fatalf("error %q does not name line %d", err, tc.line)

@@ -186,6 +186,13 @@ type Access struct {
 	// APIKeys is the legacy list of accepted client keys; it is the same as
 	// a config_api_key provider with these keys.
 	APIKeys []string `json:"api_keys,omitempty"`
+	// LabeledKeys are more accepted client keys, by label: label → key.
+	// The label names the client in logs and {http.auth.user.id}.
+	LabeledKeys map[string]string `json:"labeled_keys,omitempty"`
+	// AllowedModels limits labelled keys to some models: label → model
+	// globs; a request naming another model gets 403 before any upstream
+	// call. Keys not listed may use every model. As in config_api_key.
+	AllowedModels map[string][]string `json:"allowed_models,omitempty"`
 	// ProvidersRaw are access provider modules (namespace llm_proxy.access),
 	// tried in order; the first that accepts the key admits the request.
 	ProvidersRaw []json.RawMessage `json:"providers,omitempty" caddy:"namespace=llm_proxy.access inline_key=provider"`
@@ -384,17 +391,18 @@ func (h *Handler) cooldownPolicy() failure.Policy {
 	}
 }
 
-// provisionAccess loads the access providers; the legacy api_keys list
-// becomes a config_api_key provider in front of the others.
+// provisionAccess loads the access providers; the inline keys (api_keys,
+// labeled_keys, allowed_models) become a config_api_key provider in front
+// of the others.
 func (h *Handler) provisionAccess(ctx caddy.Context, repl *caddy.Replacer) ([]access.AccessProvider, error) {
 	if h.Access == nil {
 		return nil, nil
 	}
 	var out []access.AccessProvider
-	if len(h.Access.APIKeys) > 0 {
-		legacy := &access.ConfigAPIKey{Keys: h.Access.APIKeys}
+	if len(h.Access.APIKeys) > 0 || len(h.Access.LabeledKeys) > 0 || len(h.Access.AllowedModels) > 0 {
+		legacy := &access.ConfigAPIKey{Keys: h.Access.APIKeys, LabeledKeys: h.Access.LabeledKeys, AllowedModels: h.Access.AllowedModels}
 		if err := legacy.Provision(ctx); err != nil {
-			return nil, fmt.Errorf("access api_keys: %v", err)
+			return nil, fmt.Errorf("access keys: %v", err)
 		}
 		out = append(out, legacy)
 	}

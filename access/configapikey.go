@@ -202,6 +202,9 @@ func (c *ConfigAPIKey) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Err("keys needs at least one key")
 			}
 			c.Keys = append(c.Keys, keys...)
+			if d.NextBlock(d.Nesting()) {
+				return d.Err("keys takes no block; to limit a key's models, give it a label: key <label> <key> { models <glob...> }")
+			}
 		case "key":
 			if err := c.UnmarshalKey(d); err != nil {
 				return err

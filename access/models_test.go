@@ -133,7 +133,7 @@ func TestUnmarshalKeyModelsErrors(t *testing.T) {
 		{"config_api_key {\n key a secret-a {\n ratelimit 5\n }\n}", `unknown option "ratelimit"`},
 		{"config_api_key {\n key a secret-a {\n sk-Secret-123\n }\n}", "not shown"},
 		{"config_api_key {\n key secret-a {\n models m\n }\n}", "key takes a label and a key, got 1"},
-		{"config_api_key {\n keys secret-a {\n models m\n }\n}", "unrecognized"},
+		{"config_api_key {\n keys secret-a {\n models m\n }\n}", "keys takes no block"},
 	} {
 		var c ConfigAPIKey
 		err := c.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.in))

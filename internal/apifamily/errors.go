@@ -17,6 +17,7 @@ const (
 	KindUnavailable    = "unavailable"
 	KindUpstream       = "upstream"
 	KindInvalidRequest = "invalid_request"
+	KindPermission     = "permission"
 )
 
 // anthropicTypes maps error kinds to Anthropic's error.type values.
@@ -28,6 +29,7 @@ var anthropicTypes = map[string]string{
 	KindUnavailable:    "overloaded_error",
 	KindUpstream:       "api_error",
 	KindInvalidRequest: "invalid_request_error",
+	KindPermission:     "permission_error",
 }
 
 // openAITypes maps error kinds to OpenAI's error.type and error.code values.
@@ -39,6 +41,7 @@ var openAITypes = map[string][2]string{
 	KindUnavailable:    {"server_error", "no_credential_available"},
 	KindUpstream:       {"server_error", "upstream_error"},
 	KindInvalidRequest: {"invalid_request_error", "invalid_request"},
+	KindPermission:     {"permission_error", "model_not_allowed"},
 }
 
 // geminiStatus maps HTTP status codes to Google RPC status names.

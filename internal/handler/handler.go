@@ -107,12 +107,13 @@ type result struct {
 
 // ServeHTTP serves one client request.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
-	route, ok := apifamily.ParseRequest(r.URL.Path, r.Header)
+	route, served := apifamily.ParseRequest(r.URL.Path, r.Header)
 	fam := route.Family
-	if len(p.Access) > 0 && !p.admit(w, r, fam) {
+	client, ok := p.admit(w, r, fam)
+	if !ok {
 		return nil
 	}
-	if !ok {
+	if !served {
 		apifamily.WriteError(w, apifamily.OpenAI, http.StatusNotFound, apifamily.KindNotFound,
 			fmt.Sprintf("llm_proxy does not serve %s %s", r.Method, r.URL.Path), 0)
 		return nil
@@ -135,6 +136,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
 		apifamily.WriteError(w, fam, http.StatusBadRequest, apifamily.KindInvalidRequest, "could not read request body", 0)
 		return nil
 	}
+	if !permitted(w, r, req, client) {
+		return nil
+	}
 	res := p.serve(w, r, req)
 	if res.attempts == 0 {
 		// Attempts set the placeholders themselves, before writing.
@@ -151,27 +155,6 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
 		panic(http.ErrAbortHandler)
 	}
 	return nil
-}
-
-// admit checks the client key against the access providers and sets
-// {http.auth.user.id} to the matched key's label.
-func (p *Proxy) admit(w http.ResponseWriter, r *http.Request, fam apifamily.Family) bool {
-	key := auth.ClientKey(r)
-	msg := "missing API key"
-	if key != "" {
-		msg = "invalid API key"
-		for _, ap := range p.Access {
-			label, err := ap.Authenticate(key)
-			if err == nil {
-				if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
-					repl.Set("http.auth.user.id", label)
-				}
-				return true
-			}
-		}
-	}
-	apifamily.WriteError(w, fam, http.StatusUnauthorized, apifamily.KindAuthentication, msg, 0)
-	return false
 }
 
 // availability answers the selector for one request: a credential is usable
