@@ -249,6 +249,10 @@ type authView struct {
 	BaseURL  string   `json:"base_url"`
 	ProxyURL string   `json:"proxy_url,omitempty"`
 	Models   []string `json:"models,omitempty"`
+	// ExcludedModels and ModelAlias are the credential's model exclusions
+	// and aliases (client name to upstream name).
+	ExcludedModels []string          `json:"excluded_models,omitempty"`
+	ModelAlias     map[string]string `json:"model_alias,omitempty"`
 	// HeaderNames lists the extra upstream headers (names only).
 	HeaderNames []string `json:"header_names,omitempty"`
 	Priority    int      `json:"priority"`
@@ -276,27 +280,29 @@ type authView struct {
 func newAuthView(c *pool.Credential, sessions int, now time.Time, maxCooldowns int) authView {
 	a := c.Auth()
 	v := authView{
-		ID:           a.ID,
-		Provider:     a.Provider,
-		Label:        a.Label,
-		Email:        a.Email,
-		AccountID:    a.AccountID,
-		Kind:         "api_key",
-		MaskedSecret: a.Masked(),
-		State:        c.State(now),
-		Expired:      a.Expired,
-		LastRefresh:  a.LastRefresh,
-		BaseURL:      displayURL(a.BaseURLOrDefault()),
-		ProxyURL:     displayURL(a.ProxyURL),
-		Models:       a.Models,
-		Priority:     a.Priority,
-		Weight:       a.EffectiveWeight(),
-		Disabled:     a.Disabled,
-		Inline:       a.Inline,
-		Source:       "storage",
-		Cooldowns:    c.Cooldowns(now),
-		Sessions:     sessions,
-		Quota:        c.Quota(),
+		ID:             a.ID,
+		Provider:       a.Provider,
+		Label:          a.Label,
+		Email:          a.Email,
+		AccountID:      a.AccountID,
+		Kind:           "api_key",
+		MaskedSecret:   a.Masked(),
+		State:          c.State(now),
+		Expired:        a.Expired,
+		LastRefresh:    a.LastRefresh,
+		BaseURL:        displayURL(a.BaseURLOrDefault()),
+		ProxyURL:       displayURL(a.ProxyURL),
+		Models:         a.Models,
+		ExcludedModels: a.ExcludedModels,
+		ModelAlias:     a.ModelAlias,
+		Priority:       a.Priority,
+		Weight:         a.EffectiveWeight(),
+		Disabled:       a.Disabled,
+		Inline:         a.Inline,
+		Source:         "storage",
+		Cooldowns:      c.Cooldowns(now),
+		Sessions:       sessions,
+		Quota:          c.Quota(),
 	}
 	if a.IsOAuth() {
 		v.Kind = "access_token"

@@ -13,7 +13,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
 
-	"github.com/caddy-llm-proxy/llmproxy/access"
+	"github.com/caddy-llm-proxy/llmproxy/internal/auth"
 	"github.com/caddy-llm-proxy/llmproxy/internal/handler"
 	"github.com/caddy-llm-proxy/llmproxy/internal/selector"
 )
@@ -41,6 +41,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			account_id <id>
 //			base_url <url>
 //			models <pattern...>
+//			excluded_models <pattern...>
+//			model_alias <client name> <upstream name>
 //			priority <int>
 //			weight <0..1000000>
 //			header <name> <value>
@@ -60,9 +62,6 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		}
 //		access {
 //			api_keys <key...>
-//			key <label> <key> [{
-//				models <glob...>
-//			}]
 //			provider <name> { ... }
 //		}
 //		retry {
@@ -245,7 +244,7 @@ func parseAuth(d *caddyfile.Dispenser, ids map[string]bool) (*InlineAuth, error)
 	seen := map[string]bool{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
-		if opt != "header" && opt != "models" {
+		if !repeatable[opt] {
 			if seen[opt] {
 				return nil, d.Errf("auth %q: duplicate %s", a.ID, opt)
 			}
@@ -260,6 +259,9 @@ func parseAuth(d *caddyfile.Dispenser, ids map[string]bool) (*InlineAuth, error)
 	}
 	return a, nil
 }
+
+// repeatable are the auth options that may be given on several lines.
+var repeatable = map[string]bool{"header": true, "models": true, "excluded_models": true, "model_alias": true}
 
 // parseAuthOption parses one line of an auth block into a.
 func parseAuthOption(d *caddyfile.Dispenser, a *InlineAuth, opt string, args []string) error {
@@ -283,6 +285,18 @@ func parseAuthOption(d *caddyfile.Dispenser, a *InlineAuth, opt string, args []s
 			return d.Errf("auth %q: models needs at least one pattern", a.ID)
 		}
 		a.Models = append(a.Models, args...)
+	case "excluded_models":
+		if len(args) == 0 {
+			return d.Errf("auth %q: excluded_models needs at least one pattern", a.ID)
+		}
+		for _, p := range args {
+			if !auth.ValidModelName(p) {
+				return d.Errf("auth %q: bad excluded_models pattern %q: patterns are non-empty, without white space or control characters", a.ID, p)
+			}
+		}
+		a.ExcludedModels = append(a.ExcludedModels, args...)
+	case "model_alias":
+		return parseModelAlias(d, a, args)
 	case "priority", "weight":
 		var v string
 		if err := one(&v); err != nil {
@@ -311,8 +325,31 @@ func parseAuthOption(d *caddyfile.Dispenser, a *InlineAuth, opt string, args []s
 		}
 		a.Disabled = true
 	default:
-		return d.Errf("auth %q: unknown option %q; expected one of provider, api_key, access_token, refresh_token, account_id, base_url, models, priority, weight, header, proxy_url, label, disabled", a.ID, opt)
+		return d.Errf("auth %q: unknown option %q; expected one of provider, api_key, access_token, refresh_token, account_id, base_url, models, excluded_models, model_alias, priority, weight, header, proxy_url, label, disabled", a.ID, opt)
 	}
+	return nil
+}
+
+// parseModelAlias parses `model_alias <client name> <upstream name>`; a
+// client name (ignoring case) may be aliased once per credential.
+func parseModelAlias(d *caddyfile.Dispenser, a *InlineAuth, args []string) error {
+	if len(args) != 2 {
+		return d.Errf("auth %q: model_alias takes a client model name and an upstream model name", a.ID)
+	}
+	for _, name := range args {
+		if !auth.ValidModelName(name) {
+			return d.Errf("auth %q: bad model_alias name %q: names are non-empty, without white space or control characters", a.ID, name)
+		}
+	}
+	for client := range a.ModelAlias {
+		if strings.EqualFold(client, args[0]) {
+			return d.Errf("auth %q: model_alias %q is given twice (client names ignore case)", a.ID, args[0])
+		}
+	}
+	if a.ModelAlias == nil {
+		a.ModelAlias = map[string]string{}
+	}
+	a.ModelAlias[args[0]] = args[1]
 	return nil
 }
 
@@ -403,7 +440,6 @@ func parseRouting(d *caddyfile.Dispenser) (*Routing, error) {
 
 func parseAccess(d *caddyfile.Dispenser) (*Access, error) {
 	a := new(Access)
-	var labeled access.ConfigAPIKey // the inline key lines, parsed as config_api_key does
 	if d.NextArg() {
 		return nil, d.ArgErr()
 	}
@@ -415,13 +451,6 @@ func parseAccess(d *caddyfile.Dispenser) (*Access, error) {
 				return nil, d.Errf("access: api_keys needs at least one key")
 			}
 			a.APIKeys = append(a.APIKeys, keys...)
-			if d.NextBlock(d.Nesting()) {
-				return nil, d.Errf("access: api_keys takes no block; to limit a key's models, give it a label: key <label> <key> { models <glob...> }")
-			}
-		case "key":
-			if err := labeled.UnmarshalKey(d); err != nil {
-				return nil, err
-			}
 		case "provider":
 			if !d.NextArg() {
 				return nil, d.Errf("access: provider needs a module name, such as config_api_key")
@@ -433,12 +462,11 @@ func parseAccess(d *caddyfile.Dispenser) (*Access, error) {
 			}
 			a.ProvidersRaw = append(a.ProvidersRaw, caddyconfig.JSONModuleObject(unm, "provider", name, nil))
 		default:
-			return nil, d.Errf("access: unknown option %q; expected api_keys, key or provider", d.Val())
+			return nil, d.Errf("access: unknown option %q; expected api_keys or provider", d.Val())
 		}
 	}
-	a.LabeledKeys, a.AllowedModels = labeled.LabeledKeys, labeled.AllowedModels
-	if len(a.APIKeys) == 0 && len(a.LabeledKeys) == 0 && len(a.ProvidersRaw) == 0 {
-		return nil, d.Errf("access: needs api_keys, key or a provider; remove the block to turn client-key checks off")
+	if len(a.APIKeys) == 0 && len(a.ProvidersRaw) == 0 {
+		return nil, d.Errf("access: needs api_keys or a provider; remove the block to turn client-key checks off")
 	}
 	return a, nil
 }

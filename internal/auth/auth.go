@@ -506,7 +506,7 @@ func (a *Auth) checkLists() error {
 		list []string
 	}{{"models", a.Models}, {"excluded_models", a.ExcludedModels}} {
 		for i, m := range l.list {
-			if !validModelName(m) {
+			if !ValidModelName(m) {
 				return fmt.Errorf("%s[%d]: empty or contains white space or control characters", l.name, i)
 			}
 		}
@@ -525,9 +525,10 @@ func (a *Auth) checkLists() error {
 	return nil
 }
 
-// validModelName reports whether s can be a model name or pattern: not
-// empty, without white space or control characters.
-func validModelName(s string) bool {
+// ValidModelName reports whether s can be a model name or pattern in
+// models, excluded_models or model_alias: not empty, without white space
+// or control characters.
+func ValidModelName(s string) bool {
 	return s != "" && !strings.ContainsFunc(s, isSpaceOrControl)
 }
 
@@ -537,10 +538,10 @@ func validModelName(s string) bool {
 func checkAliases(aliases map[string]string) error {
 	seen := make(map[string]string, len(aliases))
 	for _, client := range slices.Sorted(maps.Keys(aliases)) {
-		if !validModelName(client) || len(client) > maxAliasLen {
+		if !ValidModelName(client) || len(client) > maxAliasLen {
 			return fmt.Errorf("model_alias: client name %q is empty, too long or contains white space or control characters", client)
 		}
-		if !validModelName(aliases[client]) || len(aliases[client]) > maxAliasLen {
+		if !ValidModelName(aliases[client]) || len(aliases[client]) > maxAliasLen {
 			return fmt.Errorf("model_alias: upstream name for %q is empty, too long or contains white space or control characters", client)
 		}
 		lower := strings.ToLower(client)
