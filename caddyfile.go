@@ -13,6 +13,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
 
+	"github.com/caddy-llm-proxy/llmproxy/access"
 	"github.com/caddy-llm-proxy/llmproxy/internal/auth"
 	"github.com/caddy-llm-proxy/llmproxy/internal/handler"
 	"github.com/caddy-llm-proxy/llmproxy/internal/selector"
@@ -62,6 +63,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		}
 //		access {
 //			api_keys <key...>
+//			key <label> <key> [{
+//				models <glob...>
+//			}]
 //			provider <name> { ... }
 //		}
 //		retry {
@@ -440,6 +444,7 @@ func parseRouting(d *caddyfile.Dispenser) (*Routing, error) {
 
 func parseAccess(d *caddyfile.Dispenser) (*Access, error) {
 	a := new(Access)
+	var labeled access.ConfigAPIKey // the inline key lines, parsed as config_api_key does
 	if d.NextArg() {
 		return nil, d.ArgErr()
 	}
@@ -451,6 +456,13 @@ func parseAccess(d *caddyfile.Dispenser) (*Access, error) {
 				return nil, d.Errf("access: api_keys needs at least one key")
 			}
 			a.APIKeys = append(a.APIKeys, keys...)
+			if d.NextBlock(d.Nesting()) {
+				return nil, d.Errf("access: api_keys takes no block; to limit a key's models, give it a label: key <label> <key> { models <glob...> }")
+			}
+		case "key":
+			if err := labeled.UnmarshalKey(d); err != nil {
+				return nil, err
+			}
 		case "provider":
 			if !d.NextArg() {
 				return nil, d.Errf("access: provider needs a module name, such as config_api_key")
@@ -462,11 +474,12 @@ func parseAccess(d *caddyfile.Dispenser) (*Access, error) {
 			}
 			a.ProvidersRaw = append(a.ProvidersRaw, caddyconfig.JSONModuleObject(unm, "provider", name, nil))
 		default:
-			return nil, d.Errf("access: unknown option %q; expected api_keys or provider", d.Val())
+			return nil, d.Errf("access: unknown option %q; expected api_keys, key or provider", d.Val())
 		}
 	}
-	if len(a.APIKeys) == 0 && len(a.ProvidersRaw) == 0 {
-		return nil, d.Errf("access: needs api_keys or a provider; remove the block to turn client-key checks off")
+	a.LabeledKeys, a.AllowedModels = labeled.LabeledKeys, labeled.AllowedModels
+	if len(a.APIKeys) == 0 && len(a.LabeledKeys) == 0 && len(a.ProvidersRaw) == 0 {
+		return nil, d.Errf("access: needs api_keys, key or a provider; remove the block to turn client-key checks off")
 	}
 	return a, nil
 }
