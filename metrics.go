@@ -21,6 +21,9 @@ import (
 //	requests_total{pool,auth,status}           client requests that reached selection; auth
 //	                                           is the credential that answered or was tried
 //	                                           last ("none" when none was picked)
+//	client_requests_total{pool,client,status}  with access configured: requests per client
+//	                                           key label that reached selection or got 403
+//	                                           for a model the key may not use
 //	attempts_total{pool,auth,outcome}          upstream attempts by failure.Reason* outcome, or
 //	                                           token_refresh (a 401 answered by refreshing the
 //	                                           OAuth token and trying the credential again)
@@ -37,13 +40,14 @@ import (
 //	prompt_cache_read_tokens_total{pool,auth}  prompt tokens served from the provider cache
 //	prompt_cache_write_tokens_total{pool,auth} prompt tokens written to the provider cache
 //
-// Label values are pool names, credential IDs and small fixed sets only;
-// never session IDs, keys or models. The collectors are created once per
+// Label values are pool names, credential IDs, client key labels and small
+// fixed sets only; never session IDs, keys or models. The collectors are created once per
 // process, so counters keep counting across config reloads; each new
 // config's registry gets them registered again.
 var metrics struct {
 	once        sync.Once
 	requests    *prometheus.CounterVec
+	clients     *prometheus.CounterVec
 	attempts    *prometheus.CounterVec
 	failovers   *prometheus.CounterVec
 	affinity    *prometheus.CounterVec
@@ -68,6 +72,9 @@ func initMetrics() {
 		metrics.requests = counter("requests_total",
 			"Client requests that reached credential selection, by the credential that answered and the status returned.",
 			"pool", "auth", "status")
+		metrics.clients = counter("client_requests_total",
+			"Client requests per client key label (access configured) that reached credential selection or were refused for their model, by the status returned.",
+			"pool", "client", "status")
 		metrics.attempts = counter("attempts_total",
 			"Upstream attempts by outcome (success, client_error, rate_limited, auth_failed, model_not_found, server_error, timeout, connection_error, client_canceled, token_refresh).",
 			"pool", "auth", "outcome")
@@ -119,7 +126,7 @@ func registerMetrics(reg prometheus.Registerer) error {
 	initMetrics()
 	var errs []error
 	for _, c := range []prometheus.Collector{
-		metrics.requests, metrics.attempts, metrics.failovers, metrics.affinity,
+		metrics.requests, metrics.clients, metrics.attempts, metrics.failovers, metrics.affinity,
 		metrics.ttfb, metrics.cacheRead, metrics.cacheWrite, metrics.credentials,
 	} {
 		if err := reg.Register(c); err != nil {
@@ -167,6 +174,12 @@ func (observer) Request(pool, authID string, status, _ int, affinity selector.De
 	}
 	metrics.requests.WithLabelValues(pool, authID, strconv.Itoa(status)).Inc()
 	metrics.affinity.WithLabelValues(pool, string(affinity)).Inc()
+}
+
+var _ handler.ClientObserver = observer{}
+
+func (observer) ClientRequest(pool, client string, status int) {
+	metrics.clients.WithLabelValues(pool, client, strconv.Itoa(status)).Inc()
 }
 
 func (observer) Usage(pool, authID string, u handler.Usage) {

@@ -10,10 +10,10 @@ import (
 // clientModelsSite has client keys limited to some models: intern inline
 // in access, contractor in the config_api_key provider; lead is labelled
 // but unlimited. The label of the matched key is sent back as X-Client.
-func clientModelsSite(base string) string {
+func clientModelsSite(base, pool string) string {
 	return fmt.Sprintf(`	header >X-Client {http.auth.user.id}
 	llm_proxy {
-		pool client-models
+		pool %s
 %s		access {
 			key intern intern-key-1 {
 				models claude-haiku-* gpt-4o-mini gemini-2.5-flash
@@ -25,7 +25,7 @@ func clientModelsSite(base string) string {
 				}
 			}
 		}
-	}`, allProviders(base))
+	}`, pool, allProviders(base))
 }
 
 // TestClientModelsRefusedBeforeUpstream: a key limited to some models gets
@@ -34,7 +34,7 @@ func clientModelsSite(base string) string {
 // would try to slip another model past the check are refused too.
 func TestClientModelsRefusedBeforeUpstream(t *testing.T) {
 	up := newUpstream(t, mockllmOpts())
-	loadConfig(t, t.TempDir(), clientModelsSite(up.URL))
+	loadConfig(t, t.TempDir(), clientModelsSite(up.URL, "client-models"))
 
 	intern := map[string]string{"x-api-key": "intern-key-1"}
 	bearer := map[string]string{"Authorization": "Bearer intern-key-1"}
@@ -105,7 +105,7 @@ func TestClientModelsRefusedBeforeUpstream(t *testing.T) {
 // that name no model (the model list) are allowed.
 func TestClientModelsServed(t *testing.T) {
 	up := newUpstream(t, mockllmOpts())
-	loadConfig(t, t.TempDir(), clientModelsSite(up.URL))
+	loadConfig(t, t.TempDir(), clientModelsSite(up.URL, "client-models"))
 
 	for _, tc := range []struct {
 		name, method, path string
@@ -147,7 +147,7 @@ func TestClientModelsServed(t *testing.T) {
 // names, and the keys are never echoed.
 func TestClientModelsUnknownKey(t *testing.T) {
 	up := newUpstream(t, mockllmOpts())
-	loadConfig(t, t.TempDir(), clientModelsSite(up.URL))
+	loadConfig(t, t.TempDir(), clientModelsSite(up.URL, "client-models"))
 	resp, body := call(t, http.MethodPost, "/v1/messages", map[string]string{"x-api-key": "intern-key-2"},
 		`{"model":"claude-haiku-4-5","messages":[]}`)
 	if resp.StatusCode != http.StatusUnauthorized || strings.Contains(string(body), "intern-key") {
@@ -204,5 +204,25 @@ func TestClientModelsJSON(t *testing.T) {
 		if calls := len(up.Requests()) - before; (tc.status == 200) != (calls == 1) || calls > 1 {
 			t.Fatalf("%s for %s: %d upstream calls", tc.key, tc.model, calls)
 		}
+	}
+}
+
+// TestClientModelsMetrics: requests are counted per client key label, the
+// refusals with their 403.
+func TestClientModelsMetrics(t *testing.T) {
+	up := newUpstream(t, mockllmOpts())
+	loadConfig(t, t.TempDir(), clientModelsSite(up.URL, "client-models-metrics"))
+	for i, model := range []string{"claude-opus-4", "claude-opus-4", "claude-haiku-4-5"} {
+		for _, key := range []string{"intern-key-1", "lead-key-1"} {
+			call(t, http.MethodPost, "/v1/messages", map[string]string{"x-api-key": key},
+				fmt.Sprintf(`{"model":%q,"max_tokens":8,"messages":[{"role":"user","content":"hi %d"}]}`, model, i))
+		}
+	}
+	m := "caddy_llm_proxy_client_requests_total"
+	wantMetric(t, m, map[string]string{"pool": "client-models-metrics", "client": "intern", "status": "403"}, 2)
+	wantMetric(t, m, map[string]string{"pool": "client-models-metrics", "client": "intern", "status": "200"}, 1)
+	wantMetric(t, m, map[string]string{"pool": "client-models-metrics", "client": "lead", "status": "200"}, 3)
+	if text := metricsText(t); strings.Contains(text, "intern-key-1") || strings.Contains(text, "lead-key-1") {
+		t.Error("a client key appears in the metrics")
 	}
 }

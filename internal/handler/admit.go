@@ -66,3 +66,19 @@ func permitted(w http.ResponseWriter, r *http.Request, req *parsed, client acces
 	apifamily.WriteError(w, fam, http.StatusForbidden, apifamily.KindPermission, msg, 0)
 	return false
 }
+
+// ClientObserver is an Observer that also counts requests per client: the
+// label of the key that was admitted.
+type ClientObserver interface {
+	// ClientRequest is called once per request of a labelled client that
+	// reached credential selection or was refused for its model (403).
+	ClientRequest(pool, client string, status int)
+}
+
+// observeClient reports a request of client to the Observer, when it
+// counts clients and access is configured.
+func (p *Proxy) observeClient(client access.Client, status int) {
+	if co, ok := p.Observer.(ClientObserver); ok && client.Label != "" {
+		co.ClientRequest(p.Pool.Name(), client.Label, status)
+	}
+}

@@ -137,6 +137,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 	if !permitted(w, r, req, client) {
+		p.observeClient(client, http.StatusForbidden)
 		return nil
 	}
 	res := p.serve(w, r, req)
@@ -147,6 +148,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
 	if p.Observer != nil {
 		p.Observer.Request(p.Pool.Name(), res.authID, res.status, res.attempts, res.decision)
 	}
+	p.observeClient(client, res.status)
 	if res.aborted {
 		// As reverse_proxy does: flush what arrived, then abort the
 		// connection (HTTP/1.1 without the final chunk, HTTP/2 with
