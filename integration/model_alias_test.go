@@ -174,3 +174,56 @@ func TestExcludedModelNeverReachesCredential(t *testing.T) {
 		t.Fatalf("%d upstream requests for a model no credential serves", n)
 	}
 }
+
+// TestModelListShowsClientNames: GET /v1/models through the plugin lists
+// the client-visible models of the pool, in the client's family's shape:
+// the upstream's models the pool's credentials serve, without the excluded
+// ones, and every alias.
+func TestModelListShowsClientNames(t *testing.T) {
+	up := newUpstream(t, mockllmOpts())
+	loadConfig(t, t.TempDir(), fmt.Sprintf(`	llm_proxy {
+		pool model-list
+		auth o1 {
+			provider openai
+			api_key sk-oai-one
+			base_url %[1]s
+			excluded_models gpt-4* o3
+			model_alias fast gpt-5-mini
+		}
+		auth c1 {
+			provider claude
+			api_key sk-ant-one
+			base_url %[1]s
+			excluded_models *opus*
+			model_alias sonnet claude-sonnet-4-5-20250929
+		}
+	}`, up.URL))
+	ids := func(b []byte) []string {
+		var out []string
+		for _, r := range gjson.GetBytes(b, "data.#.id").Array() {
+			out = append(out, r.String())
+		}
+		return out
+	}
+	resp, b := call(t, http.MethodGet, "/v1/models", nil, "")
+	if resp.StatusCode != http.StatusOK || gjson.GetBytes(b, "object").String() != "list" {
+		t.Fatalf("openai list: %d: %s", resp.StatusCode, b)
+	}
+	if got, want := strings.Join(ids(b), ","), "gpt-5,gpt-5-codex,o4-mini,text-embedding-3-small,fast"; got != want {
+		t.Fatalf("openai list %s, want %s", got, want)
+	}
+	if gjson.GetBytes(b, `data.#(id=="fast").object`).String() != "model" {
+		t.Fatalf("alias entry not in OpenAI's shape: %s", b)
+	}
+
+	resp, b = call(t, http.MethodGet, "/v1/models", map[string]string{"anthropic-version": "2023-06-01"}, "")
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Mock-Credential") != "claude-1" {
+		t.Fatalf("anthropic list: %d: %s", resp.StatusCode, b)
+	}
+	if got, want := strings.Join(ids(b), ","), "claude-sonnet-4-5-20250929,claude-haiku-4-5-20251001,claude-3-5-haiku-20241022,sonnet"; got != want {
+		t.Fatalf("anthropic list %s, want %s", got, want)
+	}
+	if gjson.GetBytes(b, `data.#(id=="sonnet").type`).String() != "model" || resp.Header.Get("Content-Length") != fmt.Sprint(len(b)) {
+		t.Fatalf("alias entry not in Anthropic's shape or bad length: %s", b)
+	}
+}

@@ -382,6 +382,17 @@ func (p *Proxy) pick(sel *selector.Request) (int, selector.Decision) {
 	return pinsOnly.Pick(p.Pool.Strategy, sel)
 }
 
+// modelListCreds returns the records of the credentials that serve the
+// model list route.
+func (p *Proxy) modelListCreds(route apifamily.Route) []*auth.Auth {
+	creds := p.Pool.Eligible(route, "").Creds
+	out := make([]*auth.Auth, len(creds))
+	for i, c := range creds {
+		out[i] = c.Auth()
+	}
+	return out
+}
+
 // attempt sends the request upstream with one credential. done reports that
 // the client got its answer (or left); otherwise the returned failure says
 // why this credential failed over, or that its refreshed token is to be
@@ -500,6 +511,13 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, key
 		// The upstream body is closed; what is left of it is at.Body.
 		writeBody(w, status, at.Header, at.Body)
 		return true, &lastFailure{status: status}
+	}
+	if status == http.StatusOK && isModelList(r, req.route) {
+		if body, ok := readModelList(resp); ok {
+			body, _ = poolModelList(body, req.route.Family, p.modelListCreds(req.route))
+			writeBody(w, status, resp.Header, body)
+			return true, &lastFailure{status: status}
+		}
 	}
 	got, err := copyResponse(w, resp, req.createsResource)
 	p.record(r, cred, got)

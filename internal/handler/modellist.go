@@ -1,0 +1,121 @@
+package handler
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/tidwall/gjson"
+
+	"github.com/caddy-llm-proxy/llmproxy/internal/apifamily"
+	"github.com/caddy-llm-proxy/llmproxy/internal/auth"
+)
+
+// maxModelList bounds the upstream model list that is read whole to be
+// rewritten; a longer one is passed on as sent.
+const maxModelList = 8 << 20
+
+// isModelList reports whether the request is the model listing, GET
+// /v1/models (OpenAI's or Anthropic's).
+func isModelList(r *http.Request, route apifamily.Route) bool {
+	return r.Method == http.MethodGet && route.Endpoint == apifamily.EndpointModels && r.URL.Path == "/v1/models"
+}
+
+// readModelList reads a successful model list whole. When it cannot (too
+// long, or the upstream broke off), resp.Body is set to replay what was read
+// followed by the rest, and ok is false: the response is then copied as is.
+func readModelList(resp *http.Response) (body []byte, ok bool) {
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxModelList+1))
+	if err == nil && len(b) <= maxModelList {
+		resp.Body.Close()
+		return b, true
+	}
+	rest := io.Reader(resp.Body)
+	if err != nil {
+		rest = errReader{err}
+	}
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(b), rest), resp.Body}
+	return nil, false
+}
+
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }
+
+// poolModelList rewrites an upstream's model list (OpenAI's or Anthropic's
+// shape: a top-level "data" array of objects with an "id") into the
+// client-visible models of the pool: entries no credential in creds serves
+// are dropped (excluded_models, models), and every model_alias client name
+// not listed yet is added in the family's entry shape (on the last page of
+// a paginated list). Every other byte is kept. ok is false when body is not
+// such a list.
+func poolModelList(body []byte, fam apifamily.Family, creds []*auth.Auth) (out []byte, ok bool) {
+	if !gjson.ValidBytes(body) || len(body) == 0 || body[0] != '{' {
+		return body, false
+	}
+	data := gjson.GetBytes(body, "data")
+	start, end := data.Index, data.Index+len(data.Raw)
+	if !data.IsArray() || start <= 0 || end > len(body) || string(body[start:end]) != data.Raw {
+		return body, false
+	}
+	var entries [][]byte
+	listed := map[string]bool{}
+	data.ForEach(func(_, e gjson.Result) bool {
+		id := e.Get("id").String()
+		if servedByAny(creds, id) {
+			entries = append(entries, []byte(e.Raw))
+			listed[strings.ToLower(id)] = true
+		}
+		return true
+	})
+	if !gjson.GetBytes(body, "has_more").Bool() {
+		for _, name := range aliasNames(creds) {
+			if !listed[strings.ToLower(name)] {
+				listed[strings.ToLower(name)] = true
+				entries = append(entries, modelEntry(fam, name))
+			}
+		}
+	}
+	out = make([]byte, 0, len(body)+64*len(entries))
+	out = append(out, body[:start]...)
+	out = append(out, '[')
+	out = append(out, bytes.Join(entries, []byte{','})...)
+	out = append(out, ']')
+	return append(out, body[end:]...), true
+}
+
+// servedByAny reports whether some credential serves the client-visible model.
+func servedByAny(creds []*auth.Auth, model string) bool {
+	for _, a := range creds {
+		if a.ServesModel(model) {
+			return true
+		}
+	}
+	return false
+}
+
+// aliasNames returns the model_alias client names of creds, sorted.
+func aliasNames(creds []*auth.Auth) []string {
+	var names []string
+	for _, a := range creds {
+		for name := range a.ModelAlias {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return slices.Compact(names)
+}
+
+// modelEntry is one model of a list in the family's shape.
+func modelEntry(fam apifamily.Family, name string) []byte {
+	q := quoteJSON(name)
+	if fam == apifamily.Anthropic {
+		return slices.Concat([]byte(`{"type":"model","id":`), q, []byte(`,"display_name":`), q, []byte(`,"created_at":"1970-01-01T00:00:00Z"}`))
+	}
+	return slices.Concat([]byte(`{"id":`), q, []byte(`,"object":"model","created":0,"owned_by":"llm_proxy"}`))
+}

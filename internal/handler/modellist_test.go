@@ -1,0 +1,42 @@
+package handler
+
+import (
+	"testing"
+
+	"github.com/caddy-llm-proxy/llmproxy/internal/apifamily"
+	"github.com/caddy-llm-proxy/llmproxy/internal/auth"
+)
+
+func TestPoolModelList(t *testing.T) {
+	creds := []*auth.Auth{
+		{Fields: auth.Fields{Models: []string{"gpt-5*", "o3"}, ExcludedModels: []string{"gpt-5-codex"}, ModelAlias: map[string]string{"fast": "gpt-5-mini"}}},
+		// Alias names differing in case are listed once, in byte order.
+		{Fields: auth.Fields{ExcludedModels: []string{"*"}, ModelAlias: map[string]string{"Fast": "x", "cheap": "y"}}},
+	}
+	for _, tc := range []struct {
+		name, body, want string
+		fam              apifamily.Family
+		ok               bool
+	}{
+		{"openai", `{"object":"list","data":[{"id":"gpt-4o","object":"model"},{"id":"gpt-5","object":"model","x":[1]},{"id":"gpt-5-codex"},{"id":"o3"}]}`,
+			`{"object":"list","data":[{"id":"gpt-5","object":"model","x":[1]},{"id":"o3"},{"id":"Fast","object":"model","created":0,"owned_by":"llm_proxy"},{"id":"cheap","object":"model","created":0,"owned_by":"llm_proxy"}]}`,
+			apifamily.OpenAI, true},
+		{"alias already listed", `{"data":[{"id":"FAST"}],"object":"list"}`,
+			`{"data":[{"id":"FAST"},{"id":"cheap","object":"model","created":0,"owned_by":"llm_proxy"}],"object":"list"}`, apifamily.OpenAI, true},
+		{"anthropic last page", `{"data":[{"type":"model","id":"o3"}],"has_more":false,"first_id":"o3","last_id":"o3"}`,
+			`{"data":[{"type":"model","id":"o3"},{"type":"model","id":"Fast","display_name":"Fast","created_at":"1970-01-01T00:00:00Z"},{"type":"model","id":"cheap","display_name":"cheap","created_at":"1970-01-01T00:00:00Z"}],"has_more":false,"first_id":"o3","last_id":"o3"}`,
+			apifamily.Anthropic, true},
+		{"anthropic more pages", `{"data":[{"id":"claude-x"}],"has_more":true,"last_id":"claude-x"}`, `{"data":[],"has_more":true,"last_id":"claude-x"}`, apifamily.Anthropic, true},
+		{"nested data untouched", `{"meta":{"data":[{"id":"gpt-4o"}]},"data":[{"id":"gpt-4o"}]}`, `{"meta":{"data":[{"id":"gpt-4o"}]},"data":[{"id":"Fast","object":"model","created":0,"owned_by":"llm_proxy"},{"id":"cheap","object":"model","created":0,"owned_by":"llm_proxy"}]}`, apifamily.OpenAI, true},
+		{"not a list", `{"data":"x"}`, `{"data":"x"}`, apifamily.OpenAI, false},
+		{"invalid JSON", `{"data":[`, `{"data":[`, apifamily.OpenAI, false},
+		{"array", `[{"data":[]}]`, `[{"data":[]}]`, apifamily.OpenAI, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := poolModelList([]byte(tc.body), tc.fam, creds)
+			if string(got) != tc.want || ok != tc.ok {
+				t.Errorf("got %s, %v\nwant %s, %v", got, ok, tc.want, tc.ok)
+			}
+		})
+	}
+}
