@@ -136,6 +136,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
 		apifamily.WriteError(w, fam, http.StatusBadRequest, apifamily.KindInvalidRequest, "could not read request body", 0)
 		return nil
 	}
+	req.client = client
 	if !permitted(w, r, req, client) {
 		p.observeClient(client, http.StatusForbidden)
 		return nil
@@ -514,7 +515,7 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, key
 	}
 	if status == http.StatusOK && isModelList(r, req.route) {
 		if body, ok := readModelList(resp); ok {
-			body, _ = poolModelList(body, req.route.Family, p.modelListCreds(req.route))
+			body, _ = poolModelList(body, req.route.Family, p.modelListCreds(req.route), req.client)
 			writeBody(w, status, resp.Header, body)
 			return true, &lastFailure{status: status}
 		}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/tidwall/gjson"
 
+	"github.com/caddy-llm-proxy/llmproxy/access"
 	"github.com/caddy-llm-proxy/llmproxy/internal/apifamily"
 	"github.com/caddy-llm-proxy/llmproxy/internal/auth"
 )
@@ -52,9 +53,10 @@ func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 // client-visible models of the pool: entries no credential in creds serves
 // are dropped (excluded_models, models), and every model_alias client name
 // not listed yet is added in the family's entry shape (on the last page of
-// a paginated list). Every other byte is kept. ok is false when body is not
-// such a list.
-func poolModelList(body []byte, fam apifamily.Family, creds []*auth.Auth) (out []byte, ok bool) {
+// a paginated list). Only the models client may use are listed: a key
+// limited to some models sees those alone, alias names included. Every
+// other byte is kept. ok is false when body is not such a list.
+func poolModelList(body []byte, fam apifamily.Family, creds []*auth.Auth, client access.Client) (out []byte, ok bool) {
 	if !gjson.ValidBytes(body) || len(body) == 0 || body[0] != '{' {
 		return body, false
 	}
@@ -67,7 +69,7 @@ func poolModelList(body []byte, fam apifamily.Family, creds []*auth.Auth) (out [
 	listed := map[string]bool{}
 	data.ForEach(func(_, e gjson.Result) bool {
 		id := e.Get("id").String()
-		if servedByAny(creds, id) {
+		if client.Allows(id) && servedByAny(creds, id) {
 			entries = append(entries, []byte(e.Raw))
 			listed[strings.ToLower(id)] = true
 		}
@@ -75,7 +77,7 @@ func poolModelList(body []byte, fam apifamily.Family, creds []*auth.Auth) (out [
 	})
 	if !gjson.GetBytes(body, "has_more").Bool() {
 		for _, name := range aliasNames(creds) {
-			if !listed[strings.ToLower(name)] {
+			if !listed[strings.ToLower(name)] && client.Allows(name) {
 				listed[strings.ToLower(name)] = true
 				entries = append(entries, modelEntry(fam, name))
 			}

@@ -3,6 +3,7 @@ package handler
 import (
 	"testing"
 
+	"github.com/caddy-llm-proxy/llmproxy/access"
 	"github.com/caddy-llm-proxy/llmproxy/internal/apifamily"
 	"github.com/caddy-llm-proxy/llmproxy/internal/auth"
 )
@@ -33,10 +34,28 @@ func TestPoolModelList(t *testing.T) {
 		{"array", `[{"data":[]}]`, `[{"data":[]}]`, apifamily.OpenAI, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, ok := poolModelList([]byte(tc.body), tc.fam, creds)
+			got, ok := poolModelList([]byte(tc.body), tc.fam, creds, access.Client{})
 			if string(got) != tc.want || ok != tc.ok {
 				t.Errorf("got %s, %v\nwant %s, %v", got, ok, tc.want, tc.ok)
 			}
 		})
+	}
+}
+
+func TestPoolModelListClient(t *testing.T) {
+	creds := []*auth.Auth{{Fields: auth.Fields{ModelAlias: map[string]string{"fast": "gpt-5", "cheap": "gpt-4o-mini"}}}}
+	body := `{"object":"list","data":[{"id":"gpt-4o-mini"},{"id":"gpt-5"},{"id":"o3"}]}`
+	for _, tc := range []struct {
+		models []string
+		want   string
+	}{
+		{nil, `{"object":"list","data":[{"id":"gpt-4o-mini"},{"id":"gpt-5"},{"id":"o3"},{"id":"cheap","object":"model","created":0,"owned_by":"llm_proxy"},{"id":"fast","object":"model","created":0,"owned_by":"llm_proxy"}]}`},
+		{[]string{"Cheap", "o*"}, `{"object":"list","data":[{"id":"o3"},{"id":"cheap","object":"model","created":0,"owned_by":"llm_proxy"}]}`},
+		{[]string{"none"}, `{"object":"list","data":[]}`},
+	} {
+		got, ok := poolModelList([]byte(body), apifamily.OpenAI, creds, access.Client{Label: "k", Models: tc.models})
+		if !ok || string(got) != tc.want {
+			t.Errorf("models %v: got %s, %v\nwant %s", tc.models, got, ok, tc.want)
+		}
 	}
 }

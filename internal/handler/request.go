@@ -9,6 +9,7 @@ import (
 
 	"github.com/tidwall/gjson"
 
+	"github.com/caddy-llm-proxy/llmproxy/access"
 	"github.com/caddy-llm-proxy/llmproxy/internal/apifamily"
 	"github.com/caddy-llm-proxy/llmproxy/internal/session"
 )
@@ -22,6 +23,9 @@ type parsed struct {
 	bind  string // model for session bindings (thinking suffix stripped)
 	body  []byte
 	ids   session.IDs
+	// client is the admitted client key; the model list shows it only
+	// the models it may use.
+	client access.Client
 
 	// createsResource marks a request whose answer is a stored resource
 	// that later requests refer to by ID (POST /v1/responses, POST
