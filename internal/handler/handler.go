@@ -141,6 +141,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
 		p.observeClient(client, http.StatusForbidden)
 		return nil
 	}
+	if p.serveModelLookup(w, r, route, client) {
+		return nil
+	}
 	res := p.serve(w, r, req)
 	if res.attempts == 0 {
 		// Attempts set the placeholders themselves, before writing.

@@ -2,6 +2,7 @@ package handler
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -120,4 +121,41 @@ func modelEntry(fam apifamily.Family, name string) []byte {
 		return slices.Concat([]byte(`{"type":"model","id":`), q, []byte(`,"display_name":`), q, []byte(`,"created_at":"1970-01-01T00:00:00Z"}`))
 	}
 	return slices.Concat([]byte(`{"id":`), q, []byte(`,"object":"model","created":0,"owned_by":"llm_proxy"}`))
+}
+
+// modelLookup returns the model ID of a request for one model's metadata,
+// GET /v1/models/{id} (OpenAI's or Anthropic's).
+func modelLookup(r *http.Request, route apifamily.Route) (id string, ok bool) {
+	if r.Method != http.MethodGet || route.Endpoint != apifamily.EndpointModels {
+		return "", false
+	}
+	id, ok = strings.CutPrefix(r.URL.Path, "/v1/models/")
+	return id, ok && id != ""
+}
+
+// serveModelLookup answers GET /v1/models/{id} without an upstream call
+// when it can, and reports whether it did: a client key limited to some
+// models gets 403 for a model it may not use (as the list hides it), and a
+// model_alias client name of a credential of the route is answered with
+// its entry in the family's shape, as the list shows it (the upstream does
+// not know the name).
+func (p *Proxy) serveModelLookup(w http.ResponseWriter, r *http.Request, route apifamily.Route, client access.Client) bool {
+	id, ok := modelLookup(r, route)
+	if !ok {
+		return false
+	}
+	if !client.Allows(id) {
+		apifamily.WriteError(w, route.Family, http.StatusForbidden, apifamily.KindPermission,
+			fmt.Sprintf("this API key may not use model %q", id), 0)
+		p.observeClient(client, http.StatusForbidden)
+		return true
+	}
+	for _, name := range aliasNames(p.modelListCreds(route)) {
+		if strings.EqualFold(name, id) {
+			writeBody(w, http.StatusOK, http.Header{"Content-Type": {"application/json"}}, modelEntry(route.Family, name))
+			p.observeClient(client, http.StatusOK)
+			return true
+		}
+	}
+	return false
 }
