@@ -73,7 +73,8 @@ const (
 	EndpointEmbeddings
 	// EndpointResponses is /v1/responses and everything under it.
 	EndpointResponses
-	// EndpointModels is /v1/models and /v1/models/{id}.
+	// EndpointModels is /v1/models and /v1/models/{id}, and Gemini's
+	// /v1beta/models and /v1beta/models/{model}.
 	EndpointModels
 )
 
@@ -110,7 +111,8 @@ const maxSegments = 5
 //	/v1/responses, /v1/responses/compact, /v1/responses/input_tokens,
 //	/v1/responses/{id}[/input_items|/cancel],
 //	/v1/models, /v1/models/{id}                                          OpenAI (see ParseRequest)
-//	/v1beta/models/{model}:{action}, /v1/models/{model}:{action}         Gemini
+//	/v1beta/models/{model}:{action}, /v1/models/{model}:{action},
+//	/v1beta/models, /v1beta/models/{model}                               Gemini
 //
 // Gemini actions are generateContent, streamGenerateContent, countTokens,
 // embedContent and batchEmbedContents. ok is false for every other path,
@@ -122,8 +124,17 @@ func Parse(path string) (r Route, ok bool) {
 		return Route{}, false
 	}
 	if seg[0] == "v1beta" {
-		if n == 3 && seg[1] == "models" {
-			return geminiRoute(seg[2])
+		switch {
+		case n == 2 && seg[1] == "models":
+			return Route{Family: Gemini, Endpoint: EndpointModels}, true
+		case n == 3 && seg[1] == "models":
+			if r, ok := geminiRoute(seg[2]); ok {
+				return r, true
+			}
+			if len(seg[2]) <= MaxIDLen && validModelSegment(seg[2]) {
+				// GET /v1beta/models/{model}: one model's metadata.
+				return Route{Family: Gemini, Endpoint: EndpointModels}, true
+			}
 		}
 		return Route{}, false
 	}

@@ -20,9 +20,10 @@ import (
 const maxModelList = 8 << 20
 
 // isModelList reports whether the request is the model listing, GET
-// /v1/models (OpenAI's or Anthropic's).
+// /v1/models (OpenAI's or Anthropic's) or GET /v1beta/models (Gemini's).
 func isModelList(r *http.Request, route apifamily.Route) bool {
-	return r.Method == http.MethodGet && route.Endpoint == apifamily.EndpointModels && r.URL.Path == "/v1/models"
+	return r.Method == http.MethodGet && route.Endpoint == apifamily.EndpointModels &&
+		(r.URL.Path == "/v1/models" || route.Family == apifamily.Gemini && r.URL.Path == "/v1beta/models")
 }
 
 // readModelList reads a successful model list whole. When it cannot (too
@@ -50,7 +51,8 @@ type errReader struct{ err error }
 func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 
 // poolModelList rewrites an upstream's model list (OpenAI's or Anthropic's
-// shape: a top-level "data" array of objects with an "id") into the
+// shape: a top-level "data" array of objects with an "id"; Gemini's: a
+// "models" array of objects with a "name" "models/{id}") into the
 // client-visible models of the pool: entries no credential in creds serves
 // are dropped (excluded_models, models), and every model_alias client name
 // not listed yet is added in the family's entry shape (on the last page of
@@ -61,7 +63,11 @@ func poolModelList(body []byte, fam apifamily.Family, creds []*auth.Auth, client
 	if !gjson.ValidBytes(body) || len(body) == 0 || body[0] != '{' {
 		return body, false
 	}
-	data := gjson.GetBytes(body, "data")
+	array, idKey, idPrefix, morePages := "data", "id", "", gjson.GetBytes(body, "has_more").Bool()
+	if fam == apifamily.Gemini {
+		array, idKey, idPrefix, morePages = "models", "name", "models/", gjson.GetBytes(body, "nextPageToken").String() != ""
+	}
+	data := gjson.GetBytes(body, array)
 	start, end := data.Index, data.Index+len(data.Raw)
 	if !data.IsArray() || start <= 0 || end > len(body) || string(body[start:end]) != data.Raw {
 		return body, false
@@ -69,14 +75,14 @@ func poolModelList(body []byte, fam apifamily.Family, creds []*auth.Auth, client
 	var entries [][]byte
 	listed := map[string]bool{}
 	data.ForEach(func(_, e gjson.Result) bool {
-		id := e.Get("id").String()
+		id, _ := strings.CutPrefix(e.Get(idKey).String(), idPrefix)
 		if client.Allows(id) && servedByAny(creds, id) {
 			entries = append(entries, []byte(e.Raw))
 			listed[strings.ToLower(id)] = true
 		}
 		return true
 	})
-	if !gjson.GetBytes(body, "has_more").Bool() {
+	if !morePages {
 		for _, name := range aliasNames(creds) {
 			if !listed[strings.ToLower(name)] && client.Allows(name) {
 				listed[strings.ToLower(name)] = true
@@ -117,19 +123,27 @@ func aliasNames(creds []*auth.Auth) []string {
 // modelEntry is one model of a list in the family's shape.
 func modelEntry(fam apifamily.Family, name string) []byte {
 	q := quoteJSON(name)
-	if fam == apifamily.Anthropic {
+	switch fam {
+	case apifamily.Gemini:
+		return slices.Concat([]byte(`{"name":`), quoteJSON("models/"+name), []byte(`,"displayName":`), q, []byte(`}`))
+	case apifamily.Anthropic:
 		return slices.Concat([]byte(`{"type":"model","id":`), q, []byte(`,"display_name":`), q, []byte(`,"created_at":"1970-01-01T00:00:00Z"}`))
 	}
 	return slices.Concat([]byte(`{"id":`), q, []byte(`,"object":"model","created":0,"owned_by":"llm_proxy"}`))
 }
 
 // modelLookup returns the model ID of a request for one model's metadata,
-// GET /v1/models/{id} (OpenAI's or Anthropic's).
+// GET /v1/models/{id} (OpenAI's or Anthropic's) or GET
+// /v1beta/models/{model} (Gemini's).
 func modelLookup(r *http.Request, route apifamily.Route) (id string, ok bool) {
 	if r.Method != http.MethodGet || route.Endpoint != apifamily.EndpointModels {
 		return "", false
 	}
-	id, ok = strings.CutPrefix(r.URL.Path, "/v1/models/")
+	prefix := "/v1/models/"
+	if route.Family == apifamily.Gemini {
+		prefix = "/v1beta/models/"
+	}
+	id, ok = strings.CutPrefix(r.URL.Path, prefix)
 	return id, ok && id != ""
 }
 

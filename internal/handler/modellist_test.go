@@ -59,3 +59,27 @@ func TestPoolModelListClient(t *testing.T) {
 		}
 	}
 }
+
+func TestPoolModelListGemini(t *testing.T) {
+	creds := []*auth.Auth{{Fields: auth.Fields{ExcludedModels: []string{"*pro*"}, ModelAlias: map[string]string{"fast": "gemini-2.5-flash"}}}}
+	for _, tc := range []struct {
+		name, body, want string
+		client           access.Client
+	}{
+		{"last page", `{"models":[{"name":"models/gemini-2.5-pro","x":1},{"name":"models/gemini-2.5-flash"}]}`,
+			`{"models":[{"name":"models/gemini-2.5-flash"},{"name":"models/fast","displayName":"fast"}]}`, access.Client{}},
+		{"more pages", `{"models":[{"name":"models/gemini-2.5-flash"}],"nextPageToken":"abc"}`,
+			`{"models":[{"name":"models/gemini-2.5-flash"}],"nextPageToken":"abc"}`, access.Client{}},
+		{"limited key", `{"models":[{"name":"models/gemini-2.5-flash"},{"name":"models/gemini-2.5-flash-lite"}],"nextPageToken":""}`,
+			`{"models":[{"name":"models/gemini-2.5-flash-lite"},{"name":"models/fast","displayName":"fast"}],"nextPageToken":""}`,
+			access.Client{Models: []string{"*-lite", "fast"}}},
+		{"data is not Gemini's list", `{"data":[{"id":"gemini-2.5-pro"}]}`, `{"data":[{"id":"gemini-2.5-pro"}]}`, access.Client{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, _ := poolModelList([]byte(tc.body), apifamily.Gemini, creds, tc.client)
+			if string(got) != tc.want {
+				t.Errorf("got  %s\nwant %s", got, tc.want)
+			}
+		})
+	}
+}

@@ -21,7 +21,8 @@ import (
 var servedPath = regexp.MustCompile(`^(/v1/(messages(/count_tokens|/batches(/[A-Za-z0-9_.:-]{1,256}(/results|/cancel)?)?)?` +
 	`|chat/completions|completions|embeddings|models(/[A-Za-z0-9_.:-]{1,256})?` +
 	`|responses(/compact|/input_tokens|/[A-Za-z0-9_.:-]{1,256}(/input_items|/cancel)?)?)` +
-	`|/v1(beta)?/models/[A-Za-z0-9_.-]+:(generateContent|streamGenerateContent|countTokens|embedContent|batchEmbedContents))$`)
+	`|/v1(beta)?/models/[A-Za-z0-9_.-]+:(generateContent|streamGenerateContent|countTokens|embedContent|batchEmbedContents)` +
+	`|/v1beta/models(/[A-Za-z0-9_.-]{1,256})?)$`)
 
 func served(path string) bool {
 	if !servedPath.MatchString(path) {
@@ -53,6 +54,8 @@ func FuzzRequestPath(f *testing.F) {
 		{"/v1/responses/resp_1/cancel", "", nil},
 		{"/v1/messages/batches/msgbatch_1/results", "", nil},
 		{"/v1/models/ft:gpt-4o:org::id", "", nil},
+		{"/v1beta/models?pageToken=x", "", nil},
+		{"/v1beta/models/gemini-2.5-pro", "", nil},
 		{"/v1/chat/completions", "\x00", []byte(`{"model":`)},
 		{"/v1/messages", "", []byte{0xff, 0xfe, '{', '"'}},
 		{"/v1/messages/../../admin", "", nil},
