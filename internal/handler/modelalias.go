@@ -1,11 +1,13 @@
 package handler
 
 import (
+	"bytes"
 	"strings"
 
 	"github.com/tidwall/gjson"
 
 	"github.com/caddy-llm-proxy/llmproxy/internal/auth"
+	"github.com/caddy-llm-proxy/llmproxy/internal/session"
 )
 
 // aliased returns the body to send with credential a, with the model
@@ -43,24 +45,25 @@ func withBodyModel(body []byte, model string) (out []byte, ok bool) {
 }
 
 // bodyModelSpan returns where the raw value of the top-level "model" string
-// is in body, quotes included.
+// is in body, quotes included. It walks the body with the session
+// package's bounded walker: client bodies are never validated recursively
+// (a body nesting millions of arrays would overflow the stack).
 func bodyModelSpan(body []byte) (start, end int, ok bool) {
-	lead := len(body) - len(trimJSONSpace(body))
-	if lead == len(body) || body[lead] != '{' || !gjson.ValidBytes(body) {
+	found := false
+	wellFormed := session.ForEachMember(body, func(key, val []byte) bool {
+		if !found && keyIs(key, "model", false) {
+			found = true
+			if val[0] == '"' {
+				// val is a slice of body: its offset is what its capacity lacks.
+				start = cap(body) - cap(val)
+				end, ok = start+len(val), true
+			}
+		}
+		return true // walk to the end: only a well-formed body is rewritten
+	})
+	if !wellFormed {
 		return 0, 0, false
 	}
-	obj := gjson.Parse(string(body[lead:]))
-	obj.ForEach(func(k, v gjson.Result) bool {
-		if k.Str != "model" {
-			return true
-		}
-		if v.Type == gjson.String {
-			start = lead + v.Index
-			end = start + len(v.Raw)
-			ok = end <= len(body) && string(body[start:end]) == v.Raw
-		}
-		return false
-	})
 	return start, end, ok
 }
 
@@ -70,12 +73,8 @@ func bodyModelSpan(body []byte) (start, end int, ok bool) {
 // last wins, or a case-insensitive decoder picks either).
 func countModelKeys(body []byte) int {
 	n := 0
-	obj := gjson.ParseBytes(body)
-	if !obj.IsObject() {
-		return 0
-	}
-	obj.ForEach(func(k, _ gjson.Result) bool {
-		if strings.EqualFold(k.Str, "model") {
+	session.ForEachMember(body, func(key, _ []byte) bool {
+		if keyIs(key, "model", true) {
 			n++
 		}
 		return true
@@ -83,12 +82,16 @@ func countModelKeys(body []byte) int {
 	return n
 }
 
-// trimJSONSpace drops the JSON white space before a value.
-func trimJSONSpace(b []byte) []byte {
-	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t' || b[0] == '\n' || b[0] == '\r') {
-		b = b[1:]
+// keyIs reports whether a raw JSON key (between its quotes) is name once
+// unescaped, ignoring case when fold is set.
+func keyIs(raw []byte, name string, fold bool) bool {
+	if bytes.IndexByte(raw, '\\') >= 0 {
+		raw = []byte(gjson.Parse(`"` + string(raw) + `"`).Str)
 	}
-	return b
+	if fold {
+		return bytes.EqualFold(raw, []byte(name))
+	}
+	return string(raw) == name
 }
 
 // quoteJSON encodes s as a JSON string.

@@ -104,3 +104,16 @@ func TestWithPathModel(t *testing.T) {
 		}
 	}
 }
+
+// TestWithBodyModelDeepNesting: a client body nesting millions of arrays
+// after its model must neither overflow the stack (the process would exit)
+// nor be rewritten; counting its model keys must not recurse either.
+func TestWithBodyModelDeepNesting(t *testing.T) {
+	body := []byte(`{"model":"fast","x":` + strings.Repeat("[", 30<<20) + `}`)
+	if got, ok := withBodyModel(body, "upstream-name"); ok || len(got) != len(body) {
+		t.Fatalf("deeply nested body rewritten (ok %v)", ok)
+	}
+	if n := countModelKeys(body); n > 1 {
+		t.Fatalf("countModelKeys = %d", n)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/caddy-llm-proxy/llmproxy/access"
 	"github.com/caddy-llm-proxy/llmproxy/internal/apifamily"
 	"github.com/caddy-llm-proxy/llmproxy/internal/auth"
+	"github.com/caddy-llm-proxy/llmproxy/internal/session"
 )
 
 // maxModelList bounds the upstream model list that is read whole to be
@@ -60,7 +61,9 @@ func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 // limited to some models sees those alone, alias names included. Every
 // other byte is kept. ok is false when body is not such a list.
 func poolModelList(body []byte, fam apifamily.Family, creds []*auth.Auth, client access.Client) (out []byte, ok bool) {
-	if !gjson.ValidBytes(body) || len(body) == 0 || body[0] != '{' {
+	// The bounded walker, not gjson.ValidBytes: a recursive validator
+	// overflows the stack on a deeply nested body.
+	if len(body) == 0 || body[0] != '{' || !session.ForEachMember(body, func(_, _ []byte) bool { return true }) {
 		return body, false
 	}
 	array, idKey, idPrefix, morePages := "data", "id", "", gjson.GetBytes(body, "has_more").Bool()

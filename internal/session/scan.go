@@ -115,6 +115,11 @@ func containerEnd(b []byte, i int) int {
 	return -1
 }
 
+// ForEachMember is forEachMember for other packages that must read the top
+// level of a client's JSON body without recursion (rewriting its model):
+// nesting beyond maxDepth makes the body malformed instead of using stack.
+func ForEachMember(b []byte, fn func(key, val []byte) bool) bool { return forEachMember(b, fn) }
+
 // forEachMember calls fn for each member of the JSON object in b with the raw
 // key (between the quotes, escapes left as they are) and the raw value. It
 // stops early when fn returns false. It reports false when b is not a
