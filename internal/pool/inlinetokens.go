@@ -120,18 +120,9 @@ func within(key, dir string) bool {
 	return key == dir || strings.HasPrefix(key, dir+"/")
 }
 
-// inlineRecord returns a's inline credential id with its current tokens,
-// nil when a declares no such credential.
-func (a *Attachment) inlineRecord(id string) *auth.Auth {
-	for _, r := range a.inline {
-		if r.ID == id {
-			return r
-		}
-	}
-	return nil
-}
-
-// configRecord returns a's inline credential id as the config declares it.
+// configRecord returns a's inline credential id as the config declares it
+// (a.cfg is never written after Attach, so no lock is needed; a.inline,
+// which refreshes replace, is read only under p.life).
 func (a *Attachment) configRecord(id string) *auth.Auth {
 	for _, r := range a.cfg.Inline {
 		if r.ID == id {

@@ -350,7 +350,7 @@ func (p *Pool) runRefresh(ctx context.Context, j *refreshJob) error {
 	j.s, j.now = s, clock.Now()
 	var out refreshOutcome
 	switch {
-	case j.a.inlineRecord(rec.ID) != nil:
+	case j.a.configRecord(rec.ID) != nil:
 		out = j.inline(ctx)
 	case j.a.cfg.Store != nil:
 		out = j.stored(ctx)
