@@ -100,6 +100,9 @@ func (a AdminAPI) Routes() []caddy.AdminRoute {
 
 // serve dispatches a request under /llm_proxy/.
 func (a AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
+	if rest, ok := strings.CutPrefix(r.URL.EscapedPath(), "/llm_proxy/ui"); ok && (rest == "" || rest[0] == '/') {
+		return a.serveUI(w, r, rest)
+	}
 	rest, ok := strings.CutPrefix(r.URL.EscapedPath(), "/llm_proxy/pools")
 	if !ok || (rest != "" && rest[0] != '/') {
 		return apiError(http.StatusNotFound, "not found: the llm_proxy admin API is under /llm_proxy/pools")
@@ -174,6 +177,12 @@ func (a AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		}
 		return ps.rescan(w, r)
 
+	case len(sub) == 1 && sub[0] == "usage":
+		if r.Method != http.MethodGet {
+			return methodNotAllowed(w, http.MethodGet)
+		}
+		return ps.usage(w, r)
+
 	case len(sub) == 1 && sub[0] == "logins":
 		if r.Method != http.MethodPost {
 			return methodNotAllowed(w, http.MethodPost)
@@ -189,7 +198,7 @@ func (a AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		}
 		return methodNotAllowed(w, http.MethodPost, http.MethodDelete)
 	}
-	return apiError(http.StatusNotFound, "not found: pool routes are auths, auths/<id>, auths/<id>/reset, sessions, rescan, logins and logins/<login_id>")
+	return apiError(http.StatusNotFound, "not found: pool routes are auths, auths/<id>, auths/<id>/reset, sessions, usage, rescan, logins and logins/<login_id>")
 }
 
 // poolSummary is one pool in GET /llm_proxy/pools.

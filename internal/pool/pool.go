@@ -94,6 +94,14 @@ type Pool struct {
 	// logins are the logins started through the admin API and waiting
 	// for their code (login.go).
 	logins loginTable
+
+	// state saves bindings and cooldowns to storage and merges other
+	// instances' (state.go).
+	state stateSync
+
+	// usage counts tokens and requests per client, credential and model
+	// over recent minutes (usage.go).
+	usage usageLedger
 }
 
 type setKey struct {
