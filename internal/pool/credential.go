@@ -2,11 +2,13 @@ package pool
 
 import (
 	"net/url"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/caddy-llm-proxy/llmproxy/internal/auth"
+	"github.com/caddy-llm-proxy/llmproxy/internal/clock"
 	"github.com/caddy-llm-proxy/llmproxy/internal/failure"
 )
 
@@ -24,8 +26,17 @@ type Credential struct {
 	coolMax atomic.Int64
 
 	mu     sync.Mutex
-	all    time.Time             // cooldown for every model
+	all    modelCool             // cooldown for every model (no ladder)
 	models map[string]*modelCool // per-model cooldowns and 429 ladders
+	// resetAt is the latest admin reset known here, made by this
+	// instance or merged from another: cooldowns learnt before it are
+	// cleared and never merged back.
+	resetAt time.Time
+
+	// changes grows whenever this instance learns a cooldown or resets
+	// the credential (not when it merges another instance's), so the
+	// pool's state document is written only when it has news (state.go).
+	changes atomic.Uint64
 
 	successes atomic.Uint64
 	failures  atomic.Uint64
@@ -43,7 +54,8 @@ type Credential struct {
 type modelCool struct {
 	until  time.Time
 	reason string
-	streak int // consecutive 429s without a hint; see failure.Policy.Cooldown
+	since  time.Time // when the deadline was learnt (wall clock)
+	streak int       // consecutive 429s without a hint; see failure.Policy.Cooldown
 }
 
 // target is a record with its base URL parsed once.
@@ -123,7 +135,7 @@ func (c *Credential) State(now time.Time) string {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.all.After(now) {
+	if c.all.until.After(now) {
 		return StateCooling
 	}
 	return StateServing
@@ -137,7 +149,7 @@ func (c *Credential) CoolingUntil(model string, now time.Time) time.Time {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	until := c.all
+	until := c.all.until
 	if m := c.models[model]; m != nil && m.until.After(until) {
 		until = m.until
 	}
@@ -156,8 +168,8 @@ func (c *Credential) Cooldowns(now time.Time) []Cooldown {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out []Cooldown
-	if c.all.After(now) {
-		out = append(out, Cooldown{Model: "*", Until: c.all})
+	if c.all.until.After(now) {
+		out = append(out, Cooldown{Model: "*", Until: c.all.until, Reason: c.all.reason})
 	}
 	for model, m := range c.models {
 		if m.until.After(now) {
@@ -186,18 +198,21 @@ func (c *Credential) RecordFailure(key string, v failure.Verdict, p failure.Poli
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var until time.Time
+	m := &c.all
 	if v.Scope == failure.ScopeAll {
 		until, _ = p.Cooldown(v, 0, now)
-		c.all = later(c.all, until)
 	} else {
-		m := c.modelEntry(key, now)
+		m = c.modelEntry(key, now)
 		until, m.streak = p.Cooldown(v, m.streak, now)
-		m.until = later(m.until, until)
-		m.reason = v.Reason
 	}
+	if until.After(m.until) {
+		m.until, m.since = until, now
+	}
+	m.reason = v.Reason
 	if n := until.UnixNano(); n > c.coolMax.Load() {
 		c.coolMax.Store(n)
 	}
+	c.changes.Add(1)
 	return until
 }
 
@@ -263,11 +278,140 @@ func (c *Credential) RecordSuccess(model string) {
 	c.mu.Unlock()
 }
 
-// Reset clears every cooldown and backoff ladder.
+// Reset clears every cooldown and backoff ladder. Other instances sharing
+// the pool's state clear the cooldowns they learnt before it too, once
+// they merge this instance's state document.
 func (c *Credential) Reset() {
+	now := clock.Now()
 	c.mu.Lock()
-	c.all = time.Time{}
+	c.all = modelCool{}
 	c.models = nil
 	c.coolMax.Store(0)
+	c.resetAt = later(c.resetAt, now)
 	c.mu.Unlock()
+	c.changes.Add(1)
+}
+
+// savedCooldown is one cooldown as the pool's state document keeps it.
+type savedCooldown struct {
+	Key    string    // "*" for every model, else a model (or model on one endpoint)
+	Until  time.Time // the deadline
+	Reason string    // the failure reason, as in Cooldown
+	Since  time.Time // when it was learnt
+}
+
+// allModels is the key of the credential-wide cooldown in saved state.
+const allModels = "*"
+
+// exportState returns the cooldowns still active at now and the time of
+// the latest reset known here.
+func (c *Credential) exportState(now time.Time) (cools []savedCooldown, resetAt time.Time) {
+	if now.UnixNano() >= c.coolMax.Load() {
+		c.mu.Lock()
+		resetAt = c.resetAt
+		c.mu.Unlock()
+		return nil, resetAt
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.all.until.After(now) {
+		cools = append(cools, savedCooldown{Key: allModels, Until: c.all.until, Reason: c.all.reason, Since: c.all.since})
+	}
+	for key, m := range c.models {
+		if m.until.After(now) {
+			cools = append(cools, savedCooldown{Key: key, Until: m.until, Reason: m.reason, Since: m.since})
+		}
+	}
+	return cools, c.resetAt
+}
+
+// mergeState merges what another instance knows about the credential: its
+// latest reset (the later one wins; cooldowns learnt here before it are
+// cleared) and its cooldowns. A saved cooldown learnt before the latest
+// reset, or over at now, is ignored; one that ends later than this
+// instance's for its key replaces it (reason and learning time included),
+// and none ever shortens one. At most maxModelCooldowns per-model entries
+// are taken, the latest deadlines first, and the bound of the per-model
+// entries holds as for local failures. It reports whether anything
+// changed. Merging is not news of this instance's: changes does not grow.
+func (c *Credential) mergeState(cools []savedCooldown, resetAt, now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	changed := false
+	if resetAt.After(c.resetAt) {
+		c.resetAt = resetAt
+		if c.clearBefore(resetAt) {
+			changed = true
+		}
+	}
+	live := make([]savedCooldown, 0, len(cools))
+	for _, s := range cools {
+		if s.Until.After(now) && !s.Since.Before(c.resetAt) && s.Key != "" {
+			live = append(live, s)
+		}
+	}
+	if len(live) > maxModelCooldowns+1 {
+		slices.SortFunc(live, func(a, b savedCooldown) int { return b.Until.Compare(a.Until) })
+		// The credential-wide entry is not a per-model one: keep it.
+		kept := live[:0:0]
+		n := 0
+		for _, s := range live {
+			if s.Key == allModels || n < maxModelCooldowns {
+				kept = append(kept, s)
+				if s.Key != allModels {
+					n++
+				}
+			}
+		}
+		live = kept
+	}
+	for _, s := range live {
+		var m *modelCool
+		if s.Key == allModels {
+			m = &c.all
+		} else {
+			m = c.modelEntry(s.Key, now)
+		}
+		if !s.Until.After(m.until) {
+			continue
+		}
+		m.until, m.reason, m.since = s.Until, s.Reason, s.Since
+		if n := s.Until.UnixNano(); n > c.coolMax.Load() {
+			c.coolMax.Store(n)
+		}
+		changed = true
+	}
+	return changed
+}
+
+// clearBefore drops the cooldowns (and 429 ladders) learnt before t, as
+// a reset at t would have, and lowers coolMax to what is left. It reports
+// whether a cooldown was dropped. Must hold c.mu.
+func (c *Credential) clearBefore(t time.Time) bool {
+	dropped := false
+	if !c.all.until.IsZero() && c.all.since.Before(t) {
+		c.all = modelCool{}
+		dropped = true
+	}
+	latest := c.all.until
+	for key, m := range c.models {
+		if !m.until.IsZero() && m.since.Before(t) {
+			delete(c.models, key)
+			dropped = true
+			continue
+		}
+		latest = later(latest, m.until)
+	}
+	if dropped {
+		c.coolMax.Store(coolNanos(latest))
+	}
+	return dropped
+}
+
+// coolNanos is t in unix nanos for coolMax, 0 for the zero time.
+func coolNanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
 }

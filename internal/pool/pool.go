@@ -416,7 +416,7 @@ func (p *Pool) Availability(now time.Time) (total, enabled, available int) {
 			available++
 		} else {
 			c.mu.Lock()
-			if !c.all.After(now) {
+			if !c.all.until.After(now) {
 				available++
 			}
 			c.mu.Unlock()
