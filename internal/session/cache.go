@@ -1,10 +1,13 @@
 package session
 
 import (
-	"hash/maphash"
+	"cmp"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/cespare/xxhash/v2"
 
 	"github.com/caddy-llm-proxy/llmproxy/internal/stablehash"
 )
@@ -43,11 +46,15 @@ type Options struct {
 // with a sliding TTL and an LRU bound. All methods are safe for concurrent
 // use.
 //
-// Bindings are keyed by a 64-bit hash of session and model (seeded per
-// Cache); the strings themselves are not stored. Two pairs whose hashes
-// collide (odds about n/2^64 per lookup) share one binding, which only means
-// that two conversations are served by the same credential. The credential
-// ID passed to Bind is stored as given, without a copy.
+// Bindings are keyed by a 64-bit hash of session and model; the strings
+// themselves are not stored. The hash is xxHash64, unseeded, so a key means
+// the same binding in every process and on every machine: that is what lets
+// [Cache.Snapshot] and [Cache.Restore] carry bindings across restarts and
+// between instances. Two pairs whose hashes collide (odds about n/2^64 per
+// lookup) share one binding, which only means that two conversations are
+// served by the same credential; for one model, two distinct session hashes
+// never collide. The credential ID passed to Bind is stored as given,
+// without a copy.
 //
 // The cache is split into up to 64 shards by session, each with its own
 // mutex, map and LRU list; all models of a session live in one shard. The
@@ -65,7 +72,6 @@ type Options struct {
 // its own bindings rather than everyone's. Only a hash of the client is
 // kept.
 type Cache struct {
-	seed      maphash.Seed
 	shards    []shard
 	shift     uint // sessionHash >> shift selects the shard
 	ttl       atomic.Int64
@@ -108,6 +114,10 @@ type shard struct {
 	tail  int32 // least recently used, -1 when empty
 	free  int32 // first free slab slot, -1 when none
 	count *atomic.Int64
+	// changes counts the changes to the shard's bindings (see
+	// Cache.Changes); it is only touched under mu, so that the hot paths
+	// pay nothing for it on a cache line they do not already own.
+	changes uint64
 	// clients holds the lists of the clients with bindings in the shard.
 	clients map[uint64]*clientList
 	_       [64]byte // keep shards' hot fields on separate cache lines
@@ -135,7 +145,6 @@ func NewCache(opts Options) *Cache {
 	c := &Cache{
 		max:       int64(maxEntries),
 		clientMax: max(1, int(float64(maxEntries)*share)/n),
-		seed:      maphash.MakeSeed(),
 		shards:    make([]shard, n),
 		shift:     shift,
 		now:       now,
@@ -170,9 +179,10 @@ func (c *Cache) SetTTL(d time.Duration) {
 func (c *Cache) clock() int64 { return int64(c.now().Sub(c.base)) }
 
 // hashes returns the session hash and the binding key of (session, model).
+// Both are the same in every process (see Cache).
 func (c *Cache) hashes(session, model string) (sessionHash, key uint64) {
-	sessionHash = maphash.String(c.seed, session)
-	modelHash := maphash.String(c.seed, model)
+	sessionHash = xxhash.Sum64String(session)
+	modelHash := xxhash.Sum64String(model)
 	// For a fixed model, the map from sessionHash to key is a bijection, so
 	// distinct session hashes never collide on one model.
 	return sessionHash, stablehash.Mix(sessionHash + modelHash*0x9e3779b97f4a7c15)
@@ -199,6 +209,7 @@ func (c *Cache) Get(session, model string) (authID string, ok bool) {
 			e.lastUsed = now
 			s.moveToFront(i)
 			s.clientMoveToFront(i)
+			s.changes++
 			authID, ok = e.auth, true
 		}
 	}
@@ -219,6 +230,7 @@ func (c *Cache) Bind(session, model, authID string) {
 		e.auth, e.lastUsed = authID, now
 		s.moveToFront(i)
 		s.clientMoveToFront(i)
+		s.changes++
 		s.mu.Unlock()
 		return
 	}
@@ -230,6 +242,7 @@ func (c *Cache) Bind(session, model, authID string) {
 	s.pushFront(i)
 	s.index[key] = i
 	c.count.Add(1)
+	s.changes++
 	s.mu.Unlock()
 }
 
@@ -242,11 +255,12 @@ func (c *Cache) BindFor(client, session, model, authID string) {
 		c.Bind(session, model, authID)
 		return
 	}
-	ch := hashClient(c, client)
+	ch := hashClient(client)
 	sh, key := c.hashes(session, model)
 	s := c.shardOf(sh)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.changes++
 	now := c.clock()
 	i, found := s.index[key]
 	if found {
@@ -299,6 +313,7 @@ func (c *Cache) Touch(session, model, authID string) bool {
 	e.lastUsed = now
 	s.moveToFront(i)
 	s.clientMoveToFront(i)
+	s.changes++
 	return true
 }
 
@@ -320,7 +335,7 @@ func (c *Cache) Unbind(session, model, authID string) bool {
 // InvalidateSession removes the bindings of session for all models and
 // returns how many it removed.
 func (c *Cache) InvalidateSession(session string) int {
-	sh := maphash.String(c.seed, session)
+	sh := xxhash.Sum64String(session)
 	s := c.shardOf(sh)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -349,6 +364,9 @@ func (c *Cache) Clear() int {
 		s.mu.Lock()
 		n += len(s.index)
 		s.count.Add(-int64(len(s.index)))
+		if len(s.index) > 0 {
+			s.changes++
+		}
 		s.reset()
 		s.mu.Unlock()
 	}
@@ -493,6 +511,7 @@ func (s *shard) remove(i int32) {
 	e := &s.slab[i]
 	delete(s.index, e.key)
 	s.count.Add(-1)
+	s.changes++
 	*e = entry{next: s.free, prev: -1, cprev: -1, cnext: -1} // drops the auth string reference
 	s.free = i
 }
@@ -531,10 +550,10 @@ func (s *shard) moveToFront(i int32) {
 	s.pushFront(i)
 }
 
-// hashClient is the hash a client's bindings carry; never 0, which is no
-// client.
-func hashClient(c *Cache, client string) uint64 {
-	return maphash.String(c.seed, client) | 1
+// hashClient is the hash a client's bindings carry, the same in every
+// process; never 0, which is no client.
+func hashClient(client string) uint64 {
+	return xxhash.Sum64String(client) | 1
 }
 
 // clientPush makes entry i, whose client is set, the most recently used
@@ -601,4 +620,322 @@ func (s *shard) clientMoveToFront(i int32) {
 	e.cprev, e.cnext = -1, cl.head
 	s.slab[cl.head].cprev = i
 	cl.head = i
+}
+
+// Binding is one session binding as saved to storage.
+type Binding struct {
+	Key      uint64    // hash of (session, model): the binding's identity
+	Session  uint64    // hash of the session (InvalidateSession)
+	Client   uint64    // hash of the client; 0 for none
+	Auth     string    // credential ID
+	LastUsed time.Time // wall-clock time of the last use
+}
+
+// Changes returns a number that grows whenever a binding is added, moved,
+// removed, expired (by Sweep or a lookup) or used; equal numbers mean
+// nothing to save. A binding that merely ages past its TTL does not change
+// the number until it is swept.
+func (c *Cache) Changes() uint64 {
+	var n uint64
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		n += s.changes
+		s.mu.Unlock()
+	}
+	return n
+}
+
+// wall returns the wall-clock time of t nanoseconds since c.base, without
+// a monotonic reading, so that it compares with times of other processes.
+func (c *Cache) wall(t int64) time.Time {
+	return c.base.Round(0).Add(time.Duration(t))
+}
+
+// Snapshot returns the cache's unexpired bindings, most recently used
+// first, at most max of them (max <= 0: all). Their LastUsed is the wall
+// clock of the last use as this cache's clock saw it.
+func (c *Cache) Snapshot(max int) []Binding {
+	type saved struct {
+		entry
+		lastUsed int64
+	}
+	var out []saved
+	ttl := c.ttl.Load()
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		now := c.clock()
+		taken := 0
+		for j := s.head; j >= 0 && (max <= 0 || taken < max); j = s.slab[j].next {
+			e := &s.slab[j]
+			if now-e.lastUsed >= ttl {
+				break // the rest of the list is older still
+			}
+			out = append(out, saved{entry: *e, lastUsed: e.lastUsed})
+			taken++
+		}
+		s.mu.Unlock()
+	}
+	slices.SortFunc(out, func(a, b saved) int {
+		if d := cmp.Compare(b.lastUsed, a.lastUsed); d != 0 {
+			return d
+		}
+		return cmp.Compare(a.key, b.key)
+	})
+	if max > 0 && len(out) > max {
+		out = out[:max]
+	}
+	bs := make([]Binding, len(out))
+	for i, e := range out {
+		bs[i] = Binding{Key: e.key, Session: e.sessionHash, Client: e.client, Auth: e.auth, LastUsed: c.wall(e.lastUsed)}
+	}
+	return bs
+}
+
+// restoreChunk is how many bindings Restore takes into a shard per hold of
+// its lock, so that a large Restore does not stall lookups.
+const restoreChunk = 256
+
+// Restore merges bindings saved by this or another instance (see
+// Snapshot). A binding is taken when the cache has none for its Key, or
+// has one last used earlier than it (newest wins, so a conversation that
+// failover moved to another credential stays moved, and one used more
+// recently elsewhere has its last use brought forward). Taken bindings keep
+// their LastUsed, so they never look newer than they are and expire at
+// their saved last use plus the TTL; a LastUsed in the future counts as
+// now. Expired bindings and ones without a credential are skipped.
+// MaxEntries and the per-client share hold as for BindFor, except that a
+// restored binding never displaces a more recently used one: when there is
+// no older binding to evict, it is skipped. Restore returns how many
+// bindings it took.
+//
+// The credential IDs are stored as given; Restore does not check that they
+// still name credentials of the pool (see Retain).
+func (c *Cache) Restore(bs []Binding) int {
+	type pending struct {
+		lastUsed int64
+		i        int32 // index in bs
+		shard    int32
+	}
+	nowT := c.now()
+	now := nowT.Sub(c.base)
+	ttl := c.ttl.Load()
+	todo := make([]pending, 0, len(bs))
+	for i := range bs {
+		b := &bs[i]
+		if b.Auth == "" {
+			continue
+		}
+		t := min(int64(b.LastUsed.Sub(c.base.Round(0))), int64(now))
+		if int64(now)-t >= ttl {
+			continue
+		}
+		todo = append(todo, pending{lastUsed: t, i: int32(i), shard: int32(b.Session >> c.shift)})
+	}
+	// Per shard, newest first: each binding then goes behind the ones
+	// taken before it, and eviction only ever drops bindings older than
+	// the one coming in.
+	slices.SortFunc(todo, func(a, b pending) int {
+		if d := cmp.Compare(a.shard, b.shard); d != 0 {
+			return d
+		}
+		return cmp.Compare(b.lastUsed, a.lastUsed)
+	})
+	auths := make(map[string]string) // one copy of each credential ID
+	taken := 0
+	for len(todo) > 0 {
+		s := &c.shards[todo[0].shard]
+		n := 1
+		for n < len(todo) && todo[n].shard == todo[0].shard {
+			n++
+		}
+		var r restorer
+		for start := 0; start < n; start += restoreChunk {
+			s.mu.Lock()
+			r.begin(s)
+			for _, p := range todo[start:min(n, start+restoreChunk)] {
+				b := &bs[p.i]
+				auth, ok := auths[b.Auth]
+				if !ok {
+					auth = b.Auth
+					auths[auth] = auth
+				}
+				if r.take(c, b, auth, p.lastUsed) {
+					taken++
+				}
+			}
+			s.mu.Unlock()
+		}
+		todo = todo[n:]
+	}
+	return taken
+}
+
+// restorer takes bindings into one shard in order of decreasing last use.
+// It remembers where it put the last one in the shard's list and in each
+// client's list, since the next one goes behind it.
+type restorer struct {
+	s       *shard
+	last    cursor            // in the shard's list; i is -1 for none
+	clients map[uint64]cursor // in each client's list
+}
+
+// cursor is a binding taken by a restorer, by slab index and key.
+type cursor struct {
+	i   int32
+	key uint64
+}
+
+// valid reports whether cursor k still points at the binding it was set
+// to.
+func (s *shard) valid(k cursor) bool {
+	j, ok := s.index[k.key]
+	return ok && j == k.i
+}
+
+// begin starts a hold of s's lock. The cursors of the previous hold are
+// kept only if they still point at the same bindings, which another
+// goroutine may have removed or rebound while the lock was free. A kept
+// cursor may have been used since; it is then newer still, which keeps it
+// a valid starting point for the walk behind it.
+func (r *restorer) begin(s *shard) {
+	if r.s != s {
+		*r = restorer{s: s, last: cursor{i: -1}, clients: make(map[uint64]cursor)}
+		return
+	}
+	if r.last.i >= 0 && !s.valid(r.last) {
+		r.last.i = -1
+	}
+	for ch, k := range r.clients {
+		if !s.valid(k) || s.slab[k.i].client != ch {
+			delete(r.clients, ch)
+		}
+	}
+}
+
+// take merges b, last used at t (nanoseconds since Cache.base), into the
+// shard and reports whether it did. Every binding it evicts is older
+// than t, so neither cursor (each at least as new as t) is ever evicted.
+func (r *restorer) take(c *Cache, b *Binding, auth string, t int64) bool {
+	s := r.s
+	i, found := s.index[b.Key]
+	if found && s.slab[i].lastUsed >= t {
+		return false // as new or newer here
+	}
+	evict := int32(-1) // the client's binding to drop for its share
+	if b.Client != 0 && (!found || s.slab[i].client != b.Client) {
+		if cl := s.clients[b.Client]; cl != nil && cl.n >= c.clientMax {
+			if s.slab[cl.tail].lastUsed >= t {
+				return false // the client's share is full of newer bindings
+			}
+			evict = cl.tail
+		}
+	}
+	if !found && evict < 0 && c.count.Load() >= c.max && (s.tail < 0 || s.slab[s.tail].lastUsed >= t) {
+		return false // full of newer bindings
+	}
+	if evict >= 0 {
+		s.remove(evict)
+	}
+	if found {
+		s.unlink(i)
+		s.clientUnlink(i)
+	} else {
+		for c.count.Load() >= c.max {
+			if s.tail < 0 || s.slab[s.tail].lastUsed >= t {
+				return false // another shard grew meanwhile
+			}
+			s.remove(s.tail)
+		}
+		i = s.alloc()
+		s.slab[i] = entry{key: b.Key, sessionHash: b.Session, prev: -1, next: -1, cprev: -1, cnext: -1}
+		s.index[b.Key] = i
+		c.count.Add(1)
+	}
+	e := &s.slab[i]
+	e.auth, e.lastUsed = auth, t
+	s.insertAfter(i, s.behind(r.last.i, t))
+	r.last = cursor{i: i, key: b.Key}
+	if b.Client != 0 {
+		e.client = b.Client
+		start := int32(-1)
+		if k, ok := r.clients[b.Client]; ok {
+			start = k.i
+		}
+		s.clientInsertAfter(i, s.clientBehind(b.Client, start, t))
+		r.clients[b.Client] = cursor{i: i, key: b.Key}
+	}
+	s.changes++
+	return true
+}
+
+// behind returns the last binding of the shard's list last used at t or
+// later, walking from start (a binding last used at t or later; -1 for
+// the head); -1 when there is none.
+func (s *shard) behind(start int32, t int64) int32 {
+	p := start
+	if p < 0 {
+		if p = s.head; p < 0 || s.slab[p].lastUsed < t {
+			return -1
+		}
+	}
+	for n := s.slab[p].next; n >= 0 && s.slab[n].lastUsed >= t; n = s.slab[n].next {
+		p = n
+	}
+	return p
+}
+
+// insertAfter links the unlinked entry i behind p in the shard's list,
+// or at its head when p is -1.
+func (s *shard) insertAfter(i, p int32) {
+	if p < 0 {
+		s.pushFront(i)
+		return
+	}
+	e := &s.slab[i]
+	e.prev, e.next = p, s.slab[p].next
+	if e.next >= 0 {
+		s.slab[e.next].prev = i
+	} else {
+		s.tail = i
+	}
+	s.slab[p].next = i
+}
+
+// clientBehind is behind for the list of client ch.
+func (s *shard) clientBehind(ch uint64, start int32, t int64) int32 {
+	p := start
+	if p < 0 {
+		cl := s.clients[ch]
+		if cl == nil {
+			return -1
+		}
+		if p = cl.head; s.slab[p].lastUsed < t {
+			return -1
+		}
+	}
+	for n := s.slab[p].cnext; n >= 0 && s.slab[n].lastUsed >= t; n = s.slab[n].cnext {
+		p = n
+	}
+	return p
+}
+
+// clientInsertAfter links entry i, whose client is set and which is in no
+// client list, behind p in its client's list, or at its head when p is -1.
+func (s *shard) clientInsertAfter(i, p int32) {
+	if p < 0 {
+		s.clientPush(i)
+		return
+	}
+	e := &s.slab[i]
+	cl := s.clients[e.client]
+	e.cprev, e.cnext = p, s.slab[p].cnext
+	if e.cnext >= 0 {
+		s.slab[e.cnext].cprev = i
+	} else {
+		cl.tail = i
+	}
+	s.slab[p].cnext = i
+	cl.n++
 }
