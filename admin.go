@@ -135,8 +135,12 @@ func (a AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	if err := checkManagementSecret(w, r, name, secret); err != nil {
 		return err
 	}
-	ps := poolAdmin{p: p}
+	return poolAdmin{p: p}.route(w, r, sub)
+}
 
+// route serves the pool route sub (the path after /llm_proxy/pools/<pool>,
+// split and unescaped) to a caller already admitted to the pool.
+func (ps poolAdmin) route(w http.ResponseWriter, r *http.Request, sub []string) error {
 	switch {
 	case len(sub) == 1 && sub[0] == "auths":
 		switch r.Method {
