@@ -48,7 +48,10 @@ var (
 //
 // Providers repeat or grow the figures from event to event (message_start
 // and message_delta both carry them, every Gemini chunk may), so each figure
-// is the largest value seen, never a sum.
+// is the largest value seen, never a sum. OpenAI's, the Responses API's and
+// Gemini's prompt figures include the cached tokens, Anthropic's do not:
+// finish takes the cached tokens off the first three, so Usage.Input means
+// the same in every family.
 //
 // The zero value reads nothing; start decides whether a body is read.
 type bodyScanner struct {
@@ -63,6 +66,9 @@ type bodyScanner struct {
 	// describes (an OpenAI response, read from the same document as its
 	// usage; an Anthropic message batch).
 	resource bool
+	// cachedInInput: the body's prompt figure includes the cached tokens
+	// (OpenAI, Responses, Gemini).
+	cachedInInput bool
 
 	out learnt
 }
@@ -231,6 +237,7 @@ func (s *bodyScanner) object(o gjson.Result) {
 			}
 			return true
 		})
+		s.cachedInInput = true
 		s.saw(u)
 		return
 	}
@@ -252,17 +259,22 @@ func (s *bodyScanner) object(o gjson.Result) {
 			}
 		}
 	}
-	s.saw(usageFigures(u))
+	figures, cachedInInput := usageFigures(u)
+	s.cachedInInput = s.cachedInInput || cachedInInput
+	s.saw(figures)
 }
 
 // usageFigures reads an Anthropic, Chat or Responses usage object in one
-// pass over its members.
-func usageFigures(o gjson.Result) Usage {
-	var u Usage
+// pass over its members. cachedInInput reports an OpenAI object, whose
+// prompt figure includes the cached tokens.
+func usageFigures(o gjson.Result) (u Usage, cachedInInput bool) {
 	o.ForEach(func(k, v gjson.Result) bool {
 		switch k.Str {
-		case "input_tokens", "prompt_tokens": // Anthropic, Responses; Chat
+		case "input_tokens": // Anthropic, Responses
 			u.Input = v.Int()
+		case "prompt_tokens": // Chat
+			u.Input = v.Int()
+			cachedInInput = true
 		case "output_tokens", "completion_tokens":
 			u.Output = v.Int()
 		case "cache_read_input_tokens": // Anthropic
@@ -271,10 +283,11 @@ func usageFigures(o gjson.Result) Usage {
 			u.CacheWrite = v.Int()
 		case "prompt_tokens_details", "input_tokens_details": // Chat; Responses
 			u.CacheRead = max(u.CacheRead, v.Get("cached_tokens").Int())
+			cachedInInput = true
 		}
 		return true
 	})
-	return u
+	return u, cachedInInput
 }
 
 // saw keeps the largest of each figure.
@@ -293,5 +306,8 @@ func (s *bodyScanner) finish() learnt {
 		s.doc(s.buf)
 	}
 	s.buf = nil
+	if s.cachedInInput {
+		s.out.usage.Input = max(s.out.usage.Input-s.out.usage.CacheRead, 0)
+	}
 	return s.out
 }

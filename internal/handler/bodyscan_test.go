@@ -115,22 +115,31 @@ func TestUsageScanner(t *testing.T) {
 		{"anthropic json", ctJSON, anthropicJSON, 200, "", Usage{12, 14, 20480, 1880}, true},
 		{"anthropic sse", ctSSE, anthropicSSE, 200, "", Usage{3, 42, 9000, 512}, true},
 		{"anthropic sse, output-only delta", ctSSE, anthropicSSEOld, 200, "", Usage{3, 42, 777, 0}, true},
-		{"chat json", "application/json; charset=utf-8", chatJSON, 200, "", Usage{2006, 300, 1920, 0}, true},
-		{"chat sse", ctSSE + "; charset=utf-8", chatSSE, 200, "", Usage{1500, 2, 1408, 0}, true},
-		{"responses json", ctJSON, responsesJSON, 200, "", Usage{3000, 10, 2944, 0}, true},
-		{"responses sse", ctSSE, responsesSSE, 200, "", Usage{4096, 5, 3968, 0}, true},
-		{"gemini json", ctJSON, geminiJSON, 200, "", Usage{40000, 2, 32768, 0}, true},
-		{"gemini sse", ctSSE, geminiSSE, 200, "", Usage{40000, 2, 32768, 0}, true},
-		{"gemini json array", ctJSON, geminiArray, 200, "", Usage{100, 0, 64, 0}, true},
+		{"chat json", "application/json; charset=utf-8", chatJSON, 200, "", Usage{86, 300, 1920, 0}, true},
+		{"chat sse", ctSSE + "; charset=utf-8", chatSSE, 200, "", Usage{92, 2, 1408, 0}, true},
+		{"responses json", ctJSON, responsesJSON, 200, "", Usage{56, 10, 2944, 0}, true},
+		{"responses sse", ctSSE, responsesSSE, 200, "", Usage{128, 5, 3968, 0}, true},
+		{"gemini json", ctJSON, geminiJSON, 200, "", Usage{7232, 2, 32768, 0}, true},
+		{"gemini sse", ctSSE, geminiSSE, 200, "", Usage{7232, 2, 32768, 0}, true},
+		{"gemini json array", ctJSON, geminiArray, 200, "", Usage{36, 0, 64, 0}, true},
 		{"gemini thinking", ctJSON, `{"usageMetadata":{"promptTokenCount":10,"candidatesTokenCount":7,"thoughtsTokenCount":100,"totalTokenCount":117}}`, 200, "", Usage{10, 107, 0, 0}, true},
-		{"event stream in upper case", "Text/Event-Stream", chatSSE, 200, "", Usage{1500, 2, 1408, 0}, true},
+		{"event stream in upper case", "Text/Event-Stream", chatSSE, 200, "", Usage{92, 2, 1408, 0}, true},
 		{"usage without cache", ctJSON, `{"usage":{"input_tokens":5,"output_tokens":1}}`, 200, "", Usage{5, 1, 0, 0}, true},
+		// OpenAI's, the Responses API's and Gemini's prompt figures
+		// include the cached tokens, which come off Input; Anthropic's do
+		// not. A cached figure above the prompt leaves no input, never a
+		// negative one.
+		{"gemini cache seen after its prompt", ctSSE, sse(
+			`data: {"usageMetadata":{"promptTokenCount":500}}`,
+			`data: {"usageMetadata":{"promptTokenCount":500,"cachedContentTokenCount":400,"candidatesTokenCount":3}}`), 200, "", Usage{100, 3, 400, 0}, true},
+		{"chat cached over prompt", ctJSON, `{"usage":{"prompt_tokens":5,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":50}}}`, 200, "", Usage{0, 1, 50, 0}, true},
+		{"anthropic read not taken off", ctJSON, `{"usage":{"input_tokens":5,"cache_read_input_tokens":50,"output_tokens":1}}`, 200, "", Usage{5, 1, 50, 0}, true},
 		{"no usage", ctJSON, `{"data":[{"embedding":[0.1]}]}`, 200, "", Usage{}, false},
 		{"only null usage", ctSSE, sse(`data: {"choices":[],"usage":null}`, `data: [DONE]`), 200, "", Usage{}, false},
 		{"error response", ctJSON, anthropicJSON, 400, "", Usage{}, false},
 		{"compressed", ctJSON, anthropicJSON, 200, "gzip", Usage{}, false},
 		{"other type", "text/plain", anthropicJSON, 200, "", Usage{}, false},
-		{"stream without final newline", ctSSE, strings.TrimRight(chatSSE, "\n"), 200, "", Usage{1500, 2, 1408, 0}, true},
+		{"stream without final newline", ctSSE, strings.TrimRight(chatSSE, "\n"), 200, "", Usage{92, 2, 1408, 0}, true},
 	}
 	for _, tc := range cases {
 		for _, chunk := range []int{1, 2, 3, 7, 64, 1 << 20} {
@@ -280,12 +289,9 @@ func TestCopyResponseReportsUsage(t *testing.T) {
 			if tc.write && first.CacheWrite+second.CacheWrite != st.CacheCreationTokens {
 				t.Fatalf("cache writes = %d + %d, mock wrote %d", first.CacheWrite, second.CacheWrite, st.CacheCreationTokens)
 			}
-			// Anthropic counts input without the cached tokens; the
-			// others with them.
-			input := first.Input + second.Input
-			if tc.write {
-				input += first.CacheRead + second.CacheRead + first.CacheWrite + second.CacheWrite
-			}
+			// Input + CacheRead + CacheWrite is the whole prompt in every
+			// family (OpenAI and Gemini report no cache writes).
+			input := first.Input + second.Input + first.CacheRead + second.CacheRead + first.CacheWrite + second.CacheWrite
 			if input != st.InputTokens || first.Output+second.Output != st.OutputTokens || st.OutputTokens <= 0 {
 				t.Fatalf("input %d, output %d + %d; mock counted %d in, %d out", input, first.Output, second.Output, st.InputTokens, st.OutputTokens)
 			}

@@ -103,6 +103,8 @@ type result struct {
 	// mistaken for a complete response. (Event streams end with an error
 	// event instead.)
 	aborted bool
+	// usage is what the answering response reported (zero when none).
+	usage Usage
 }
 
 // ServeHTTP serves one client request.
@@ -153,6 +155,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
 		p.Observer.Request(p.Pool.Name(), res.authID, res.status, res.attempts, res.decision)
 	}
 	p.observeClient(client, res.status)
+	if res.authID != "" {
+		p.Pool.RecordRequest(ledgerKey(req, res.authID), res.usage.tokens(), p.Now())
+	}
 	if res.aborted {
 		// As reverse_proxy does: flush what arrived, then abort the
 		// connection (HTTP/1.1 without the final chunk, HTTP/2 with
@@ -261,6 +266,8 @@ type lastFailure struct {
 	// refreshed: the upstream refused the credential's OAuth access token
 	// and the credential now holds a new one; the attempt is repeated.
 	refreshed bool
+	// usage is what a response that reached the client reported.
+	usage Usage
 }
 
 // serve runs the attempt loop.
@@ -323,6 +330,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, req *parsed) resul
 			if done {
 				res.status = lf.status
 				res.aborted = lf.aborted
+				res.usage = lf.usage
 				return res
 			}
 			last = lf
@@ -489,6 +497,7 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, key
 			p.Affinity.Failure(sel, cred.ID())
 		}
 		until := cred.RecordFailure(keys.scoped(v), v, p.Policy, now)
+		p.Pool.RecordFailover(ledgerKey(req, cred.ID()), now)
 		if v.Scope == failure.ScopeNone {
 			logf(zap.WarnLevel, "credential failed; failing over without a cooldown (the request names no model)",
 				zap.Int("status", at.Status), zap.String("reason", v.Reason), zap.Error(err))
@@ -525,6 +534,7 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, key
 	}
 	got, err := copyResponse(w, resp, req.createsResource)
 	p.record(r, cred, got)
+	answered := &lastFailure{status: status, usage: got.usage}
 	if err != nil && !errors.Is(err, errClientWrite) && ctx.Err() == nil {
 		// The upstream broke off mid-stream: nothing can be retried once
 		// bytes reached the client, but the credential is charged, as
@@ -539,11 +549,12 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, key
 			_, _ = w.Write(apifamily.StreamErrorEvent(req.route.Family, r.URL.Path,
 				"the upstream connection broke off mid-stream; the response is incomplete"))
 			_ = http.NewResponseController(w).Flush()
-			return true, &lastFailure{status: status}
+			return true, answered
 		}
-		return true, &lastFailure{status: status, aborted: true}
+		answered.aborted = true
+		return true, answered
 	}
-	return true, &lastFailure{status: status}
+	return true, answered
 }
 
 // record keeps what a response body told: its token counts go to the
@@ -556,6 +567,18 @@ func (p *Proxy) record(r *http.Request, cred *pool.Credential, got learnt) {
 	if got.resourceID != "" {
 		p.Pool.Strategy.Pin(session.ClientOf(r), got.resourceID, cred.ID())
 	}
+}
+
+// ledgerKey is the usage ledger series of a request on credential authID:
+// the client's label and the model as the client named it.
+func ledgerKey(req *parsed, authID string) pool.UsageKey {
+	return pool.UsageKey{Client: req.client.Label, Auth: authID, Model: req.model}
+}
+
+// tokens converts u to the ledger's counts (a negative figure is none).
+func (u Usage) tokens() pool.Tokens {
+	return pool.Tokens{Input: uint64(max(u.Input, 0)), Output: uint64(max(u.Output, 0)),
+		CacheRead: uint64(max(u.CacheRead, 0)), CacheWrite: uint64(max(u.CacheWrite, 0))}
 }
 
 // writeLast answers with the last upstream failure when every attempt

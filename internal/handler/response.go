@@ -36,10 +36,14 @@ func copyHeader(dst, src http.Header) {
 
 // Usage is the token counts one response reported. Each is the largest
 // figure its body carried, never a sum: providers repeat or grow the
-// figures from event to event. Input and Output are as the provider
-// counts them: OpenAI's and Gemini's input includes the cached tokens and
-// Anthropic's does not; Gemini's output includes thinking tokens.
+// figures from event to event.
 type Usage struct {
+	// Input is the prompt tokens neither read from nor written to the
+	// provider's prompt cache: Anthropic's input_tokens, and OpenAI's,
+	// the Responses API's and Gemini's prompt figures less their cached
+	// tokens. Input + CacheRead + CacheWrite is the whole prompt in every
+	// family. Output is as the provider counts it (Gemini's includes
+	// thinking tokens).
 	Input, Output int64
 	// CacheRead is the prompt tokens served from the provider's prompt
 	// cache, CacheWrite those written to it (Anthropic only).
