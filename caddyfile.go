@@ -54,6 +54,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		storage_prefix <key>
 //		storage <module> { ... }
 //		rescan_interval <duration>
+//		state_sync <duration>|off
 //		routing {
 //			strategy round_robin|fill_first|weighted_round_robin|rendezvous
 //			session_affinity [on|off]
@@ -128,10 +129,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.OAuth = map[string]*OAuthProvider{}
 			}
 			err = parseOAuth(d, h.OAuth)
-		case "pool", "storage_prefix", "rescan_interval", "max_request_body", "management_secret":
+		case "pool", "storage_prefix", "rescan_interval", "state_sync", "max_request_body", "management_secret":
 			err = h.parseValue(d, opt)
 		default:
-			err = d.Errf("unknown llm_proxy option %q; expected one of pool, auth, storage_prefix, storage, rescan_interval, routing, access, retry, cooldown, max_request_body, forward_headers, transport, management_secret, oauth", opt)
+			err = d.Errf("unknown llm_proxy option %q; expected one of pool, auth, storage_prefix, storage, rescan_interval, state_sync, routing, access, retry, cooldown, max_request_body, forward_headers, transport, management_secret, oauth", opt)
 		}
 		if err != nil {
 			return err
@@ -167,6 +168,16 @@ func (h *Handler) parseValue(d *caddyfile.Dispenser, opt string) error {
 		}
 		cd := caddy.Duration(dur)
 		h.RescanInterval = &cd
+	case "state_sync":
+		if val == "off" {
+			h.StateSync = -1
+			break
+		}
+		dur, err := caddy.ParseDuration(val)
+		if err != nil || dur <= 0 {
+			return d.Errf("bad state_sync %q: want a duration such as 2s, or off", val)
+		}
+		h.StateSync = caddy.Duration(dur)
 	case "max_request_body":
 		size, err := humanize.ParseBytes(val)
 		if err != nil || size == 0 {

@@ -45,6 +45,7 @@ const (
 	DefaultMaxRequestBody = 32 << 20
 	DefaultRescanInterval = 30 * time.Second
 	DefaultAffinityTTL    = time.Hour
+	DefaultStateSync      = 2 * time.Second
 )
 
 // Handler is an LLM API gateway over a pool of upstream credentials.
@@ -89,6 +90,16 @@ type Handler struct {
 	// disabled and deleted records take effect without a reload. 0 turns
 	// rescans off. Default: 30s.
 	RescanInterval *caddy.Duration `json:"rescan_interval,omitempty"`
+
+	// StateSync is how often the pool's session bindings and cooldowns
+	// are saved to its storage (when they changed) and the other
+	// instances' saved state is merged, so that instances sharing the
+	// storage, and this one after a restart, keep conversations on their
+	// credential and stay off cooling ones. Each instance writes one
+	// document, llm_proxy/<pool>/state/<instance>.json, also once at
+	// shutdown, and reads all of them when it starts. 0 means the
+	// default, 2s; a negative value turns it off (state stays in memory).
+	StateSync caddy.Duration `json:"state_sync,omitempty"`
 
 	// Routing chooses credentials for requests.
 	Routing *Routing `json:"routing,omitempty"`
@@ -289,6 +300,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Logger:           h.logger,
 		BindingTTL:       h.bindingTTL(),
 		RescanInterval:   h.rescanInterval(),
+		StateSync:        h.stateSync(),
+		InstanceID:       h.instanceID(),
 		OAuth:            h.oauth,
 		Client:           h.transports.Client,
 	})
@@ -346,6 +359,32 @@ func (h *Handler) rescanInterval() time.Duration {
 		return time.Duration(*h.RescanInterval)
 	}
 	return DefaultRescanInterval
+}
+
+// stateSync is the configured state_sync, its default, or 0 for off.
+func (h *Handler) stateSync() time.Duration {
+	switch {
+	case h.StateSync < 0:
+		return 0
+	case h.StateSync == 0:
+		return DefaultStateSync
+	}
+	return time.Duration(h.StateSync)
+}
+
+// instanceID is Caddy's instance ID, which names this instance's state
+// document; "" (state kept per instance) when Caddy cannot tell it.
+func (h *Handler) instanceID() string {
+	if h.stateSync() == 0 {
+		return ""
+	}
+	id, err := caddy.InstanceID()
+	if err != nil {
+		h.logger.Warn("cannot read Caddy's instance ID; session bindings and cooldowns stay in this instance's memory",
+			zap.String("pool", h.Pool), zap.Error(err))
+		return ""
+	}
+	return id.String()
 }
 
 func (h *Handler) newProxy(strategy selector.Strategy, affinity *selector.Affinity, access []access.AccessProvider) *handler.Proxy {

@@ -40,6 +40,15 @@ type Config struct {
 	// RescanInterval is how often Store is listed again while the config
 	// is active and serving; zero or less turns rescans off.
 	RescanInterval time.Duration
+	// StateSync is how often the pool's bindings and cooldowns are saved
+	// to the storage of Store (an auth.CaddyStore) and the other
+	// instances' are merged (state.go); zero or less, no InstanceID or
+	// no such store keeps them in memory only.
+	StateSync time.Duration
+	// InstanceID names this instance's state document: Caddy's instance
+	// ID. It must be the same across restarts of one instance and differ
+	// between instances sharing the storage.
+	InstanceID string
 	// OAuth are the config's OAuth settings per provider name (token
 	// endpoints, authorize pages, refresh lead), for refreshing and
 	// logging in subscription credentials; nil for none.
@@ -95,6 +104,9 @@ func (p *Pool) attach(ctx context.Context, cfg Config) (*Attachment, error) {
 		return nil, err
 	}
 	stop() // after unlocking: the stopped loop may be waiting for p.store
+	// A pool new to this process resumes the state saved by this instance
+	// and the others before the config serves (state.go).
+	p.loadState(ctx, a)
 	return a, nil
 }
 
@@ -166,6 +178,7 @@ func (a *Attachment) Detach() {
 	a.detached = true
 	wasActive := p.active() == a
 	p.attached = slices.DeleteFunc(p.attached, func(o *Attachment) bool { return o == a })
+	last := len(p.attached) == 0
 	wait := func() {}
 	if wasActive {
 		wait = p.stopLoop()
@@ -179,6 +192,11 @@ func (a *Attachment) Detach() {
 	}
 	p.life.Unlock()
 	wait()
+	if last {
+		// Shutdown, or a config without the pool: save its state while
+		// a's storage is still there.
+		p.saveStateOnExit(a)
+	}
 	Release(p.name)
 }
 
@@ -247,12 +265,15 @@ type loops struct {
 }
 
 // startLoop starts a's background loops: a listing of its store every
-// RescanInterval, and the refresh loop when a has OAuth settings. Must
+// RescanInterval, the refresh loop when a has OAuth settings, and the
+// state loop every StateSync when a shares state through storage. Must
 // hold p.life.
 func (p *Pool) startLoop(a *Attachment) {
 	rescan := a.cfg.Store != nil && a.cfg.RescanInterval > 0
 	refresh := len(a.cfg.OAuth) > 0
-	if p.loop != nil || !rescan && !refresh {
+	storage, _ := p.stateStorage(a)
+	state := storage != nil
+	if p.loop != nil || !rescan && !refresh && !state {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -275,6 +296,11 @@ func (p *Pool) startLoop(a *Attachment) {
 	}
 	if refresh {
 		wg.Go(func() { p.refreshLoop(ctx, a, l.wake) })
+	}
+	if state {
+		p.state.synced.Store(true)
+		tick, stopTicker := newStateTicker(a.cfg.StateSync)
+		wg.Go(func() { p.stateLoop(ctx, a, tick, stopTicker) })
 	}
 	go func() {
 		wg.Wait()

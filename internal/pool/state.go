@@ -1,6 +1,606 @@
 package pool
 
-// state is the pool's persisted state: its session bindings and cooldowns
-// saved to storage and merged from other instances (SPEC section 14).
-// Built by issue 13.
-type stateSync struct{}
+// State that outlives a process (SPEC section 14). Every instance saves the
+// pool's session bindings and cooldowns to the storage of its credential
+// records, one document per instance:
+//
+//	llm_proxy/<pool>/state/<instance>.json
+//
+// (<storage_prefix>.state/<instance>.json when storage_prefix and that path
+// contain one another). The document is written at most every state_sync
+// when something changed, and once when the last config using the pool
+// detaches (shutdown). Every state_sync the instance reads the documents
+// of the others that changed since it last read them and merges them: a
+// binding is taken when this instance has none for its conversation or an
+// older one, and a cooldown when it ends later than this instance's. A
+// pool new to the process reads every document, its own included, before
+// its config serves, so a restart resumes where it stopped.
+//
+// The document (version 1):
+//
+//	{
+//	  "kind": "llm_proxy.state", "version": 1,
+//	  "instance": "<instance ID>", "pool": "<pool>",
+//	  "written": "<RFC 3339 time>",
+//	  "auths": ["<credential ID>", ...],
+//	  "bindings": [["<key>", "<session>", "<client>", <auth index>, <last used, unix ms>], ...],
+//	  "credentials": {
+//	    "<credential ID>": {
+//	      "reset": "<RFC 3339 time of the latest admin reset>",
+//	      "cooldowns": [{"key": "*"|"<model>", "until": "<RFC 3339>", "reason": "rate_limited", "since": "<RFC 3339>"}, ...]
+//	    }
+//	  }
+//	}
+//
+// Hashes (key, session, client) are lowercase hex without leading zeros
+// (client "0" for none), so they survive readers that parse JSON numbers
+// as float64. Bindings index "auths"; most recently used first. A document
+// whose kind, version, pool or instance (its file name) does not match is
+// skipped with one warning until it changes; documents written more than
+// stateExpiry ago are deleted by any instance.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
+
+	"github.com/caddy-llm-proxy/llmproxy/internal/auth"
+	"github.com/caddy-llm-proxy/llmproxy/internal/clock"
+	"github.com/caddy-llm-proxy/llmproxy/internal/session"
+)
+
+const (
+	// stateKind and stateVersion identify a state document.
+	stateKind    = "llm_proxy.state"
+	stateVersion = 1
+
+	// stateExpiry is how old a document (by its written time) may grow
+	// before any instance deletes it: its instance is gone.
+	stateExpiry = 24 * time.Hour
+	// stateHeartbeat is how often an instance rewrites its document when
+	// nothing changed, so that it never looks gone.
+	stateHeartbeat = stateExpiry / 2
+	// stateTimeout bounds one round of state storage calls (a write, a
+	// listing and the reads), and the read at start and the write at
+	// shutdown.
+	stateTimeout = 5 * time.Second
+	// maxStateDoc bounds the size of a document read; a larger one is
+	// skipped as corrupt.
+	maxStateDoc = 256 << 20
+	// maxSavedKey bounds the cooldown keys saved: model names come from
+	// clients, and a longer one stays this instance's.
+	maxSavedKey = 512
+)
+
+// newStateTicker makes the ticker of the state loop; tests replace it.
+var newStateTicker = func(d time.Duration) (<-chan time.Time, func()) {
+	t := time.NewTicker(d)
+	return t.C, t.Stop
+}
+
+// stateSync is the pool's memory of its state documents: what it last
+// wrote, which documents it has merged, what it warned about. Its mutex
+// makes rounds (the loop, the read at start, the write at shutdown) happen
+// one at a time; it is taken before no other lock of the pool is held.
+type stateSync struct {
+	mu sync.Mutex
+	// loaded: a config read the documents at attach; later configs
+	// (reloads) do not read them again.
+	loaded bool
+	// synced: a loop started, so the last detach writes the document (a
+	// config that never served, as under `caddy validate`, writes
+	// nothing). Set under p.life.
+	synced atomic.Bool
+
+	// What the last write saved, and when.
+	wroteChanges uint64
+	wroteCools   coolPrint
+	wroteAt      time.Time
+
+	merged  map[string]docStamp // key → the version of the document last merged or skipped
+	warned  map[string]string   // key → problem already logged
+	failing bool                // storage failed; warned once for this streak
+	writes  uint64              // documents written, for tests
+
+}
+
+// docStamp tells whether a document changed since it was last read.
+type docStamp struct {
+	modified time.Time
+	size     int64
+	members  uint64 // the pool's credential set version then
+}
+
+// coolPrint changes whenever the pool's credential set changes or one of
+// its credentials learns a cooldown or is reset here.
+type coolPrint struct {
+	members uint64
+	changes uint64
+}
+
+// stateDoc is the state document.
+type stateDoc struct {
+	Kind        string                `json:"kind"`
+	Version     int                   `json:"version"`
+	Instance    string                `json:"instance"`
+	Pool        string                `json:"pool"`
+	Written     time.Time             `json:"written"`
+	Credentials map[string]savedCreds `json:"credentials,omitempty"`
+	Auths       []string              `json:"auths"`
+	// Bindings is the last field: encodeState appends it.
+	Bindings []savedBinding `json:"bindings,omitempty"`
+}
+
+// savedCreds is one credential's state in a document.
+type savedCreds struct {
+	Reset     time.Time   `json:"reset,omitzero"`
+	Cooldowns []savedCool `json:"cooldowns,omitempty"`
+}
+
+// savedCool is savedCooldown as JSON.
+type savedCool struct {
+	Key    string    `json:"key"`
+	Until  time.Time `json:"until"`
+	Reason string    `json:"reason,omitempty"`
+	Since  time.Time `json:"since,omitzero"`
+}
+
+// savedBinding is one binding: [key, session, client, auth index,
+// last used in unix ms].
+type savedBinding struct {
+	key, session, client uint64
+	auth                 int
+	lastUsed             int64
+}
+
+// MarshalJSON implements json.Marshaler.
+func (b savedBinding) MarshalJSON() ([]byte, error) {
+	return b.appendJSON(nil), nil
+}
+
+func (b savedBinding) appendJSON(out []byte) []byte {
+	out = append(out, `["`...)
+	out = strconv.AppendUint(out, b.key, 16)
+	out = append(out, `","`...)
+	out = strconv.AppendUint(out, b.session, 16)
+	out = append(out, `","`...)
+	out = strconv.AppendUint(out, b.client, 16)
+	out = append(out, `",`...)
+	out = strconv.AppendInt(out, int64(b.auth), 10)
+	out = append(out, ',')
+	out = strconv.AppendInt(out, b.lastUsed, 10)
+	return append(out, ']')
+}
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (b *savedBinding) UnmarshalJSON(data []byte) error {
+	var raw []json.RawMessage
+	if err := json.Unmarshal(data, &raw); err != nil || len(raw) != 5 {
+		return errors.New("binding is not an array of 5")
+	}
+	var hashes [3]uint64
+	for i := range hashes {
+		var s string
+		if err := json.Unmarshal(raw[i], &s); err != nil {
+			return errors.New("binding hash is not a string")
+		}
+		h, err := strconv.ParseUint(s, 16, 64)
+		if err != nil {
+			return fmt.Errorf("binding hash %q is not hex", s)
+		}
+		hashes[i] = h
+	}
+	var idx int
+	var ms int64
+	if json.Unmarshal(raw[3], &idx) != nil || json.Unmarshal(raw[4], &ms) != nil {
+		return errors.New("binding auth index or time is not an integer")
+	}
+	*b = savedBinding{key: hashes[0], session: hashes[1], client: hashes[2], auth: idx, lastUsed: ms}
+	return nil
+}
+
+// stateStorage returns where a's config keeps the pool's state documents:
+// the storage of its records and the key prefix; nil when a's config keeps
+// state in memory (state_sync off, no instance ID, no Caddy storage).
+func (p *Pool) stateStorage(a *Attachment) (certmagic.Storage, string) {
+	if a.cfg.StateSync <= 0 || !validInstanceID(a.cfg.InstanceID) {
+		return nil, ""
+	}
+	cs, ok := a.cfg.Store.(*auth.CaddyStore)
+	if !ok || cs.Storage == nil {
+		return nil, ""
+	}
+	prefix := "llm_proxy/" + p.name + "/state"
+	records := strings.Trim(cs.Prefix, "/")
+	if within(prefix, records) || within(records, prefix) {
+		prefix = records + ".state"
+	}
+	return cs.Storage, prefix
+}
+
+// validInstanceID reports whether id may name a document: Caddy's IDs are
+// UUIDs.
+func validInstanceID(id string) bool {
+	if id == "" || len(id) > 128 || id == "." || id == ".." {
+		return false
+	}
+	for _, c := range id {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_', c == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// coolPrint returns the pool's current coolPrint.
+func (p *Pool) coolPrint() coolPrint {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	cp := coolPrint{members: p.version}
+	for _, c := range p.creds {
+		cp.changes += c.changes.Load()
+	}
+	return cp
+}
+
+// membersVersion returns the version of the pool's credential set.
+func (p *Pool) membersVersion() uint64 {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.version
+}
+
+// loadState reads every state document, this instance's too, and merges
+// them, once per pool: called when a config attaches a pool no config
+// used before in this process, before the config serves. It writes and
+// deletes nothing.
+func (p *Pool) loadState(ctx context.Context, a *Attachment) {
+	st := &p.state
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	storage, prefix := p.stateStorage(a)
+	if st.loaded || storage == nil {
+		return
+	}
+	st.loaded = true
+	ctx, cancel := context.WithTimeout(ctx, stateTimeout)
+	defer cancel()
+	now := clock.Now()
+	p.mergeStates(ctx, a, storage, prefix, now, true)
+	// What was just read is in storage already: nothing to write for it.
+	st.wroteChanges, st.wroteCools, st.wroteAt = p.Sessions.Changes(), p.coolPrint(), now
+}
+
+// stateLoop saves and merges state on every tick until ctx ends.
+func (p *Pool) stateLoop(ctx context.Context, a *Attachment, tick <-chan time.Time, stop func()) {
+	defer stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick:
+			p.syncState(ctx, a)
+		}
+	}
+}
+
+// syncState is one round of the state loop: write this instance's
+// document if something changed since the last write (or it is due for a
+// heartbeat), then merge the other documents that changed and delete
+// expired ones.
+func (p *Pool) syncState(ctx context.Context, a *Attachment) {
+	st := &p.state
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	storage, prefix := p.stateStorage(a)
+	if storage == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, stateTimeout)
+	defer cancel()
+	now := clock.Now()
+	err := p.saveStateIfChanged(ctx, a, storage, prefix, now)
+	if mergeErr := p.mergeStates(ctx, a, storage, prefix, now, false); err == nil {
+		err = mergeErr
+	}
+	p.storageOutcome(a, err)
+}
+
+// saveStateOnExit writes this instance's document when the last config
+// using the pool detaches, if a loop ever ran: a config that never served
+// writes nothing.
+func (p *Pool) saveStateOnExit(a *Attachment) {
+	st := &p.state
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	storage, prefix := p.stateStorage(a)
+	if storage == nil || !st.synced.Load() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), stateTimeout)
+	defer cancel()
+	err := p.saveState(ctx, a, storage, prefix, clock.Now())
+	if err != nil {
+		a.cfg.Logger.Warn("cannot save the pool's session bindings and cooldowns at shutdown",
+			zap.String("pool", p.name), zap.Error(err))
+	}
+}
+
+// saveStateIfChanged writes the document when the bindings or cooldowns
+// changed since the last write, or the last write is stateHeartbeat old.
+// Must hold p.state.mu.
+func (p *Pool) saveStateIfChanged(ctx context.Context, a *Attachment, storage certmagic.Storage, prefix string, now time.Time) error {
+	st := &p.state
+	if p.Sessions.Changes() == st.wroteChanges && p.coolPrint() == st.wroteCools && now.Sub(st.wroteAt) < stateHeartbeat {
+		return nil
+	}
+	return p.saveState(ctx, a, storage, prefix, now)
+}
+
+// saveState writes the document. Must hold p.state.mu.
+func (p *Pool) saveState(ctx context.Context, a *Attachment, storage certmagic.Storage, prefix string, now time.Time) error {
+	st := &p.state
+	changes, cools := p.Sessions.Changes(), p.coolPrint()
+	data, err := p.encodeState(a.cfg.InstanceID, now)
+	if err != nil {
+		return err
+	}
+	key := prefix + "/" + a.cfg.InstanceID + ".json"
+	if err := storage.Store(ctx, key, data); err != nil {
+		return fmt.Errorf("writing %s: %w", key, err)
+	}
+	st.wroteChanges, st.wroteCools, st.wroteAt = changes, cools, now
+	st.writes++
+	return nil
+}
+
+// encodeState returns the pool's document as of now.
+func (p *Pool) encodeState(instance string, now time.Time) ([]byte, error) {
+	doc := stateDoc{
+		Kind:     stateKind,
+		Version:  stateVersion,
+		Instance: instance,
+		Pool:     p.name,
+		Written:  now.UTC(),
+		Auths:    []string{},
+	}
+	for _, c := range p.Credentials() {
+		cools, reset := c.exportState(now)
+		var saved savedCreds
+		if !reset.IsZero() {
+			saved.Reset = reset.UTC()
+		}
+		for _, s := range cools {
+			if len(s.Key) > maxSavedKey {
+				continue
+			}
+			saved.Cooldowns = append(saved.Cooldowns, savedCool{Key: s.Key, Until: s.Until.UTC(), Reason: s.Reason, Since: s.Since.UTC()})
+		}
+		if saved.Reset.IsZero() && len(saved.Cooldowns) == 0 {
+			continue
+		}
+		if doc.Credentials == nil {
+			doc.Credentials = make(map[string]savedCreds)
+		}
+		doc.Credentials[c.id] = saved
+	}
+	// The bindings are encoded by hand (one document may hold a million)
+	// and appended as the last field.
+	bindings := p.Sessions.Snapshot(0)
+	index := make(map[string]int)
+	list := make([]byte, 0, 16+len(bindings)*64)
+	list = append(list, `,"bindings":[`...)
+	for i, b := range bindings {
+		idx, ok := index[b.Auth]
+		if !ok {
+			idx = len(doc.Auths)
+			index[b.Auth] = idx
+			doc.Auths = append(doc.Auths, b.Auth)
+		}
+		if i > 0 {
+			list = append(list, ',')
+		}
+		list = savedBinding{key: b.Key, session: b.Session, client: b.Client, auth: idx, lastUsed: b.LastUsed.UnixMilli()}.appendJSON(list)
+	}
+	list = append(list, "]}\n"...)
+	head, err := json.Marshal(doc)
+	if err != nil {
+		return nil, fmt.Errorf("encoding the state document: %w", err)
+	}
+	return append(head[:len(head)-1], list...), nil
+}
+
+// parseState decodes and checks a document found at key: it must be a
+// state document of this version for pool, written by the instance its
+// file name names.
+func parseState(data []byte, key, pool string) (*stateDoc, error) {
+	var doc stateDoc
+	if err := json.Unmarshal(data, &doc); err != nil {
+		return nil, errors.New("not a JSON state document")
+	}
+	instance := strings.TrimSuffix(path.Base(key), ".json")
+	switch {
+	case doc.Kind != stateKind:
+		return nil, fmt.Errorf("not a state document (kind %q)", doc.Kind)
+	case doc.Version != stateVersion:
+		return nil, fmt.Errorf("state document version %d; this build reads version %d", doc.Version, stateVersion)
+	case doc.Pool != pool:
+		return nil, fmt.Errorf("state document of pool %q", doc.Pool)
+	case doc.Instance != instance:
+		return nil, fmt.Errorf("state document of instance %q under another instance's name", doc.Instance)
+	case doc.Written.IsZero():
+		return nil, errors.New("state document without its written time")
+	}
+	for _, b := range doc.Bindings {
+		if b.auth < 0 || b.auth >= len(doc.Auths) {
+			return nil, fmt.Errorf("binding names auth %d of %d", b.auth, len(doc.Auths))
+		}
+	}
+	return &doc, nil
+}
+
+// mergeStates lists the state documents and merges each that changed
+// since it was last read; this instance's own only at start (all true).
+// Unless at start, documents written more than stateExpiry ago are
+// deleted. A document that cannot be read or parsed is skipped with one
+// warning until it changes. It returns the first storage error. Must hold
+// p.state.mu.
+func (p *Pool) mergeStates(ctx context.Context, a *Attachment, storage certmagic.Storage, prefix string, now time.Time, start bool) error {
+	st := &p.state
+	keys, err := storage.List(ctx, prefix, false)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // nothing saved yet
+	}
+	if err != nil {
+		return fmt.Errorf("listing %s: %w", prefix, err)
+	}
+	own := prefix + "/" + a.cfg.InstanceID + ".json"
+	members := p.membersVersion()
+	if st.merged == nil {
+		st.merged = make(map[string]docStamp)
+	}
+	listed := make(map[string]bool, len(keys))
+	var firstErr error
+	for _, key := range keys {
+		if !strings.HasSuffix(key, ".json") || (key == own && !start) {
+			continue
+		}
+		listed[key] = true
+		info, err := storage.Stat(ctx, key)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			firstErr = cmpErr(firstErr, fmt.Errorf("reading %s: %w", key, err))
+			continue
+		}
+		stamp := docStamp{modified: info.Modified, size: info.Size, members: members}
+		if st.merged[key] == stamp {
+			continue
+		}
+		if info.Size > maxStateDoc {
+			p.warnState(a, key, fmt.Sprintf("state document of %d bytes, more than %d", info.Size, maxStateDoc))
+			st.merged[key] = stamp
+			continue
+		}
+		data, err := storage.Load(ctx, key)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			firstErr = cmpErr(firstErr, fmt.Errorf("reading %s: %w", key, err))
+			continue
+		}
+		doc, err := parseState(data, key, p.name)
+		if err != nil {
+			p.warnState(a, key, err.Error())
+			st.merged[key] = stamp
+			continue
+		}
+		delete(st.warned, key)
+		if now.Sub(doc.Written) > stateExpiry {
+			if !start {
+				if err := storage.Delete(ctx, key); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					firstErr = cmpErr(firstErr, fmt.Errorf("deleting %s: %w", key, err))
+				}
+			}
+			continue
+		}
+		p.mergeDoc(doc, now)
+		st.merged[key] = stamp
+	}
+	for key := range st.merged {
+		if !listed[key] {
+			delete(st.merged, key)
+		}
+	}
+	for key := range st.warned {
+		if !listed[key] {
+			delete(st.warned, key)
+		}
+	}
+	return firstErr
+}
+
+func cmpErr(first, err error) error {
+	if first != nil {
+		return first
+	}
+	return err
+}
+
+// mergeDoc merges a document: its cooldowns and resets into the
+// credentials of the pool that it names, its bindings to credentials of
+// the pool that serve into the session cache.
+func (p *Pool) mergeDoc(doc *stateDoc, now time.Time) {
+	for id, saved := range doc.Credentials {
+		c, ok := p.Get(id)
+		if !ok {
+			continue
+		}
+		cools := make([]savedCooldown, 0, len(saved.Cooldowns))
+		for _, s := range saved.Cooldowns {
+			cools = append(cools, savedCooldown(s))
+		}
+		c.mergeState(cools, saved.Reset, now)
+	}
+	if len(doc.Bindings) == 0 {
+		return
+	}
+	serving := make([]bool, len(doc.Auths))
+	for i, id := range doc.Auths {
+		c, ok := p.Get(id)
+		serving[i] = ok && !c.Auth().Disabled
+	}
+	bs := make([]session.Binding, 0, len(doc.Bindings))
+	for _, b := range doc.Bindings {
+		if !serving[b.auth] {
+			continue
+		}
+		bs = append(bs, session.Binding{Key: b.key, Session: b.session, Client: b.client, Auth: doc.Auths[b.auth], LastUsed: time.UnixMilli(b.lastUsed)})
+	}
+	p.Sessions.Restore(bs)
+}
+
+// warnState logs a document's problem once until it changes. Must hold
+// p.state.mu.
+func (p *Pool) warnState(a *Attachment, key, problem string) {
+	st := &p.state
+	if st.warned[key] == problem {
+		return
+	}
+	if st.warned == nil {
+		st.warned = make(map[string]string)
+	}
+	st.warned[key] = problem
+	a.cfg.Logger.Warn("skipping a state document that cannot be used", zap.String("pool", p.name),
+		zap.String("key", key), zap.String("problem", problem))
+}
+
+// storageOutcome logs the first storage failure of a streak, and the
+// recovery. Must hold p.state.mu.
+func (p *Pool) storageOutcome(a *Attachment, err error) {
+	st := &p.state
+	switch {
+	case err != nil && !st.failing:
+		st.failing = true
+		a.cfg.Logger.Warn("cannot save or merge session bindings and cooldowns in storage; this instance keeps its own until storage answers again",
+			zap.String("pool", p.name), zap.Error(err))
+	case err == nil && st.failing:
+		st.failing = false
+		a.cfg.Logger.Info("state storage answers again; sharing session bindings and cooldowns", zap.String("pool", p.name))
+	}
+}

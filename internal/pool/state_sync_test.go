@@ -1,0 +1,611 @@
+package pool
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/caddy-llm-proxy/llmproxy/internal/auth"
+	"github.com/caddy-llm-proxy/llmproxy/internal/clock"
+	"github.com/caddy-llm-proxy/llmproxy/internal/failure"
+	"github.com/caddy-llm-proxy/llmproxy/internal/selector"
+	"github.com/caddy-llm-proxy/llmproxy/internal/session"
+)
+
+// stateEnv is one storage directory shared by instances, a fake clock and
+// a fake state ticker.
+type stateEnv struct {
+	t       *testing.T
+	fake    *clock.Fake
+	storage *brokenStorage
+	name    string
+	tick    chan time.Time
+	mu      sync.Mutex
+	loops   int // state loops running
+}
+
+func newStateEnv(t *testing.T, name string) *stateEnv {
+	t.Helper()
+	e := &stateEnv{
+		t:       t,
+		fake:    clock.NewFake(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)),
+		storage: &brokenStorage{FileStorage: &certmagic.FileStorage{Path: t.TempDir()}},
+		name:    name,
+		tick:    make(chan time.Time),
+	}
+	t.Cleanup(clock.Install(e.fake.Now))
+	prev := newStateTicker
+	newStateTicker = func(time.Duration) (<-chan time.Time, func()) {
+		e.mu.Lock()
+		e.loops++
+		e.mu.Unlock()
+		var once sync.Once
+		return e.tick, func() {
+			once.Do(func() {
+				e.mu.Lock()
+				e.loops--
+				e.mu.Unlock()
+			})
+		}
+	}
+	t.Cleanup(func() { newStateTicker = prev })
+	return e
+}
+
+func (e *stateEnv) running() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.loops
+}
+
+// instance is one Caddy instance's pool: a Pool of its own (as in another
+// process), attached with a config sharing e's storage.
+type instance struct {
+	pool *Pool
+	att  *Attachment
+	logs *observer.ObservedLogs
+	id   string
+}
+
+// newPool makes a pool as Acquire does, outside the process-wide table, so
+// that two instances of one pool name live in one test process.
+func newPool(name string) *Pool {
+	return &Pool{
+		name:     name,
+		Sessions: session.NewCache(session.Options{Now: clock.Now}),
+		Strategy: selector.NewState(),
+		creds:    make(map[string]*Credential),
+		inline:   make(map[string]bool),
+		stored:   make(map[string]bool),
+		sets:     make(map[setKey]*Eligible),
+	}
+}
+
+func (e *stateEnv) config(id string, owner any, logger *zap.Logger) Config {
+	return Config{
+		Owner:      owner,
+		Inline:     []*auth.Auth{rec("a1", "claude"), rec("a2", "claude"), rec("a3", "claude")},
+		Store:      auth.NewCaddyStore(e.storage, "llm_proxy/"+e.name+"/auths"),
+		Logger:     logger,
+		BindingTTL: time.Hour,
+		StateSync:  time.Second,
+		InstanceID: id,
+	}
+}
+
+// start starts instance id: its pool reads the saved state, and serves
+// unless serve is false.
+func (e *stateEnv) start(id string, serve bool) *instance {
+	e.t.Helper()
+	core, logs := observer.New(zapcore.WarnLevel)
+	in := &instance{pool: newPool(e.name), logs: logs, id: id}
+	a, err := in.pool.attach(context.Background(), e.config(id, id, zap.New(core)))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	in.att = a
+	e.t.Cleanup(in.stop)
+	if serve {
+		a.Serve()
+	}
+	return in
+}
+
+// stop detaches the instance's config: a shutdown.
+func (in *instance) stop() {
+	in.att.Detach()
+	in.pool.Destruct()
+}
+
+// sync runs one state round now, as the loop does on a tick.
+func (in *instance) sync() { in.pool.syncState(context.Background(), in.att) }
+
+func (in *instance) writes() uint64 {
+	in.pool.state.mu.Lock()
+	defer in.pool.state.mu.Unlock()
+	return in.pool.state.writes
+}
+
+func (e *stateEnv) docPath(id string) string {
+	return filepath.Join(e.storage.Path, "llm_proxy", e.name, "state", id+".json")
+}
+
+func (e *stateEnv) readDoc(id string) map[string]any {
+	e.t.Helper()
+	data, err := os.ReadFile(e.docPath(id))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(data, &doc); err != nil {
+		e.t.Fatalf("state document is not JSON: %v\n%s", err, data)
+	}
+	return doc
+}
+
+func (e *stateEnv) writeDoc(id, data string) {
+	e.t.Helper()
+	key := "llm_proxy/" + e.name + "/state/" + id + ".json"
+	if err := e.storage.Store(context.Background(), key, []byte(data)); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+var limited = failure.Verdict{Action: failure.Failover, Scope: failure.ScopeModel, Reason: failure.ReasonRateLimited}
+
+func cred(t *testing.T, p *Pool, id string) *Credential {
+	t.Helper()
+	c, ok := p.Get(id)
+	if !ok {
+		t.Fatalf("no credential %q", id)
+	}
+	return c
+}
+
+// A binding and a 429 learnt by instance A hold on instance B after one
+// round of each; B's own news reaches A the same way.
+func TestStateSharedBetweenInstances(t *testing.T) {
+	e := newStateEnv(t, "state-share")
+	a, b := e.start("inst-a", true), e.start("inst-b", true)
+	now := e.fake.Now()
+	a.pool.Sessions.Bind("conv-1", "claude-x", "a1")
+	until := cred(t, a.pool, "a2").RecordFailure("claude-x", limited, failure.Policy{}.WithDefaults(), now)
+	if !until.After(now) {
+		t.Fatal("the 429 set no cooldown")
+	}
+	a.sync()
+	b.sync()
+	if id, ok := b.pool.Sessions.Get("conv-1", "claude-x"); !ok || id != "a1" {
+		t.Fatalf("B's binding of conv-1: %q, %v; want a1 from A", id, ok)
+	}
+	c := cred(t, b.pool, "a2")
+	if got := c.CoolingUntil("claude-x", now); !got.Equal(until) {
+		t.Fatalf("B sees a2 cooling until %v, want A's %v", got, until)
+	}
+	if c.Available("claude-x", now) {
+		t.Fatal("B would pick a2 while A saw it rate limited")
+	}
+	cds := c.Cooldowns(now)
+	if len(cds) != 1 || cds[0].Reason != failure.ReasonRateLimited || cds[0].Model != "claude-x" {
+		t.Fatalf("B's admin view of a2: %+v", cds)
+	}
+	if _, _, avail := b.pool.Availability(now); avail != 3 {
+		t.Fatalf("availability %d: a per-model cooldown must not make a2 unavailable for all models", avail)
+	}
+
+	// Back the other way.
+	b.pool.Sessions.Bind("conv-2", "claude-y", "a3")
+	b.sync()
+	a.sync()
+	if id, ok := a.pool.Sessions.Get("conv-2", "claude-y"); !ok || id != "a3" {
+		t.Fatalf("A's binding of conv-2: %q, %v; want a3 from B", id, ok)
+	}
+}
+
+// A conversation moved by failover on one instance stays moved on the
+// other, which bound it first.
+func TestStateMovedBindingAdopted(t *testing.T) {
+	e := newStateEnv(t, "state-moved")
+	a, b := e.start("inst-a", true), e.start("inst-b", true)
+	a.pool.Sessions.Bind("conv", "m", "a1")
+	a.sync()
+	b.sync()
+	e.fake.Advance(time.Second)
+	// Failover on B moves the conversation to a2.
+	b.pool.Sessions.Bind("conv", "m", "a2")
+	b.sync()
+	a.sync()
+	if id, _ := a.pool.Sessions.Get("conv", "m"); id != "a2" {
+		t.Fatalf("A keeps conv on %q; want a2, where B moved it", id)
+	}
+	// And A's older copy never moves it back on B.
+	a.sync()
+	b.sync()
+	if id, _ := b.pool.Sessions.Get("conv", "m"); id != "a2" {
+		t.Fatalf("B's conv moved back to %q", id)
+	}
+}
+
+// An admin reset on A clears the cooldown on B, and B's document, which
+// still holds the cooldown, never brings it back on A.
+func TestStateResetClearsEverywhere(t *testing.T) {
+	e := newStateEnv(t, "state-reset")
+	a, b := e.start("inst-a", true), e.start("inst-b", true)
+	now := e.fake.Now()
+	cred(t, a.pool, "a1").RecordFailure("", failure.Verdict{Action: failure.Failover, Scope: failure.ScopeAll, Reason: failure.ReasonAuthFailed},
+		failure.Policy{}.WithDefaults(), now)
+	a.sync()
+	b.sync()
+	if st := cred(t, b.pool, "a1").State(now); st != StateCooling {
+		t.Fatalf("B: a1 is %s after A's 401, want cooling", st)
+	}
+	b.sync() // B's document now holds the cooldown too
+	e.fake.Advance(time.Second)
+	cred(t, a.pool, "a1").Reset()
+	a.sync()
+	now = e.fake.Now()
+	if st := cred(t, a.pool, "a1").State(now); st != StateServing {
+		t.Fatalf("A: a1 is %s after merging B's older cooldown, want serving", st)
+	}
+	b.sync()
+	if st := cred(t, b.pool, "a1").State(now); st != StateServing {
+		t.Fatalf("B: a1 is %s after A's reset, want serving", st)
+	}
+	// A later 429 on B is news, reset or not.
+	until := cred(t, b.pool, "a1").RecordFailure("m", limited, failure.Policy{}.WithDefaults(), now)
+	b.sync()
+	a.sync()
+	if got := cred(t, a.pool, "a1").CoolingUntil("m", now); !got.Equal(until) {
+		t.Fatalf("A: a1 cooling until %v after B's later 429, want %v", got, until)
+	}
+}
+
+// A new process of the same instance resumes its bindings and cooldowns
+// from the document written at shutdown, before it serves; expired
+// bindings and credentials that left stay behind.
+func TestStateResumedAfterRestart(t *testing.T) {
+	e := newStateEnv(t, "state-restart")
+	a := e.start("inst-a", true)
+	a.pool.Sessions.Bind("old", "m", "a1")
+	e.fake.Advance(50 * time.Minute)
+	a.pool.Sessions.Bind("conv", "m", "a2")
+	a.pool.Sessions.Bind("gone", "m", "a3")
+	hinted := limited
+	hinted.Until = e.fake.Now().Add(time.Hour) // a reset hint
+	until := cred(t, a.pool, "a1").RecordFailure("m", hinted, failure.Policy{}.WithDefaults(), e.fake.Now())
+	a.stop() // shutdown writes the document
+	if a.writes() != 1 {
+		t.Fatalf("%d writes at shutdown, want 1", a.writes())
+	}
+	e.fake.Advance(15 * time.Minute) // "old" is now 65 minutes idle: past the 1h TTL
+
+	// The new process declares a1 and a2 only.
+	core, _ := observer.New(zapcore.WarnLevel)
+	p := newPool(e.name)
+	cfg := e.config("inst-a", "restarted", zap.New(core))
+	cfg.Inline = cfg.Inline[:2]
+	att, err := p.attach(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { att.Detach(); p.Destruct() }()
+	if id, ok := p.Sessions.Get("conv", "m"); !ok || id != "a2" {
+		t.Fatalf("restarted instance: conv on %q, %v; want a2", id, ok)
+	}
+	if _, ok := p.Sessions.Get("old", "m"); ok {
+		t.Fatal("a binding past its TTL was resumed")
+	}
+	if _, ok := p.Sessions.Get("gone", "m"); ok {
+		t.Fatal("a binding to a credential no longer in the pool was resumed")
+	}
+	if got := cred(t, p, "a1").CoolingUntil("m", e.fake.Now()); !got.Equal(until) {
+		t.Fatalf("restarted instance: a1 cooling until %v, want %v", got, until)
+	}
+}
+
+// Bindings to credentials that are not members of this instance's pool
+// are never taken, nor cooldowns of unknown credentials.
+func TestStateOnlyForMembers(t *testing.T) {
+	e := newStateEnv(t, "state-members")
+	a := e.start("inst-a", true)
+	now := e.fake.Now()
+	until := now.Add(time.Hour).UTC().Format(time.RFC3339Nano)
+	e.writeDoc("other", `{"kind":"llm_proxy.state","version":1,"instance":"other","pool":"state-members",`+
+		`"written":"`+now.UTC().Format(time.RFC3339Nano)+`","auths":["zz","a1"],`+
+		`"credentials":{"zz":{"cooldowns":[{"key":"m","until":"`+until+`"}]}},`+
+		`"bindings":[["10","20","0",0,`+fmt.Sprint(now.UnixMilli())+`],["11","21","0",1,`+fmt.Sprint(now.UnixMilli())+`]]}`)
+	a.sync()
+	if n := a.pool.Sessions.Len(); n != 1 {
+		t.Fatalf("%d bindings taken, want 1 (the one to a1)", n)
+	}
+	if _, ok := a.pool.Get("zz"); ok {
+		t.Fatal("a document added a credential")
+	}
+	if msgs := a.logs.All(); len(msgs) != 0 {
+		t.Fatalf("warnings for a good document: %v", msgs)
+	}
+}
+
+// A corrupt, foreign, wrong-pool or wrong-version document is skipped with
+// one warning until it changes; the instance keeps writing its own.
+func TestStateBadDocumentsWarnedOnce(t *testing.T) {
+	e := newStateEnv(t, "state-corrupt")
+	a := e.start("inst-a", true)
+	now := e.fake.Now().UTC().Format(time.RFC3339Nano)
+	bad := map[string]string{
+		"garbage":   "{not json",
+		"foreign":   `{"kind":"something.else","version":1,"instance":"foreign","pool":"state-corrupt","written":"` + now + `"}`,
+		"otherpool": `{"kind":"llm_proxy.state","version":1,"instance":"otherpool","pool":"elsewhere","written":"` + now + `"}`,
+		"future":    `{"kind":"llm_proxy.state","version":2,"instance":"future","pool":"state-corrupt","written":"` + now + `"}`,
+		"renamed":   `{"kind":"llm_proxy.state","version":1,"instance":"someone","pool":"state-corrupt","written":"` + now + `"}`,
+		"badindex":  `{"kind":"llm_proxy.state","version":1,"instance":"badindex","pool":"state-corrupt","written":"` + now + `","auths":[],"bindings":[["1","2","0",5,1]]}`,
+		"badhash":   `{"kind":"llm_proxy.state","version":1,"instance":"badhash","pool":"state-corrupt","written":"` + now + `","auths":["a1"],"bindings":[["xyz","2","0",0,1]]}`,
+	}
+	for id, data := range bad {
+		e.writeDoc(id, data)
+	}
+	a.pool.Sessions.Bind("conv", "m", "a1")
+	for range 3 {
+		a.sync()
+		e.fake.Advance(time.Second)
+	}
+	warned := map[string]int{}
+	for _, entry := range a.logs.All() {
+		key, _ := entry.ContextMap()["key"].(string)
+		warned[strings.TrimSuffix(filepath.Base(key), ".json")]++
+	}
+	for id := range bad {
+		if warned[id] != 1 {
+			t.Errorf("document %q warned %d times, want once: %v", id, warned[id], warned)
+		}
+	}
+	if len(warned) != len(bad) {
+		t.Errorf("warnings for %v, want only the bad documents", warned)
+	}
+	if got := e.readDoc("inst-a")["bindings"].([]any); len(got) != 1 {
+		t.Fatalf("own document holds %d bindings, want 1", len(got))
+	}
+	// Another problem is warned about again.
+	e.writeDoc("garbage", `{"kind":"llm_proxy.state","version":7,"instance":"garbage","pool":"state-corrupt","written":"`+now+`"}`)
+	a.sync()
+	if n := a.logs.FilterField(zap.String("key", "llm_proxy/state-corrupt/state/garbage.json")).Len(); n != 2 {
+		t.Fatalf("changed corrupt document warned %d times in all, want 2", n)
+	}
+}
+
+// A document written more than 24h ago is deleted by a running instance,
+// never by one only reading at start (as under `caddy validate`).
+func TestStateStaleDocumentDeleted(t *testing.T) {
+	e := newStateEnv(t, "state-stale")
+	old := e.fake.Now().Add(-stateExpiry - time.Minute).UTC().Format(time.RFC3339Nano)
+	e.writeDoc("gone", `{"kind":"llm_proxy.state","version":1,"instance":"gone","pool":"state-stale","written":"`+old+`","auths":["a1"],"bindings":[["1","2","0",0,1]]}`)
+	v := e.start("validating", false)
+	v.stop()
+	if _, err := os.Stat(e.docPath("gone")); err != nil {
+		t.Fatalf("reading at start deleted a document: %v", err)
+	}
+	if _, err := os.Stat(e.docPath("validating")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("a config that never served wrote its document: %v", err)
+	}
+	a := e.start("inst-a", true)
+	a.sync()
+	if _, err := os.Stat(e.docPath("gone")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("stale document still there: %v", err)
+	}
+	if a.pool.Sessions.Len() != 0 {
+		t.Fatal("bindings of a stale document were taken")
+	}
+}
+
+// Writes follow changes: none without news, one per round with news, and
+// a heartbeat when idle for half the expiry.
+func TestStateWritesOnlyOnChange(t *testing.T) {
+	e := newStateEnv(t, "state-writes")
+	a, b := e.start("inst-a", true), e.start("inst-b", true)
+	for range 5 {
+		a.sync()
+	}
+	if n := a.writes(); n != 0 {
+		t.Fatalf("%d writes with nothing to save", n)
+	}
+	for i := range 100 {
+		a.pool.Sessions.Bind(fmt.Sprint("conv-", i), "m", "a1")
+	}
+	a.sync()
+	a.sync()
+	if n := a.writes(); n != 1 {
+		t.Fatalf("%d writes for one round of news, want 1", n)
+	}
+	// B takes A's bindings (news for B, written once), and A learns
+	// nothing new from B's document: the exchange settles.
+	for range 3 {
+		b.sync()
+		a.sync()
+	}
+	if na, nb := a.writes(), b.writes(); na != 1 || nb != 1 {
+		t.Fatalf("writes after the exchange: A %d, B %d; want 1 each", na, nb)
+	}
+	e.fake.Advance(stateHeartbeat)
+	a.sync()
+	if n := a.writes(); n != 2 {
+		t.Fatalf("%d writes after an idle %v, want a heartbeat", n, stateHeartbeat)
+	}
+}
+
+// Storage that fails is warned about once per outage; the instance keeps
+// its own state and catches up when storage answers again.
+func TestStateStorageOutageWarnedOnce(t *testing.T) {
+	e := newStateEnv(t, "state-outage")
+	a := e.start("inst-a", true)
+	e.storage.set(func(b *brokenStorage) { b.failList = true })
+	a.pool.Sessions.Bind("conv", "m", "a1")
+	for range 3 {
+		a.sync()
+	}
+	e.storage.set(func(b *brokenStorage) { b.failList = false })
+	a.sync()
+	warns := a.logs.FilterMessageSnippet("cannot save or merge").Len()
+	if warns != 1 {
+		t.Fatalf("%d outage warnings, want 1", warns)
+	}
+	if _, ok := a.pool.Sessions.Get("conv", "m"); !ok {
+		t.Fatal("the outage lost a binding")
+	}
+	e.storage.set(func(b *brokenStorage) { b.failList = true })
+	a.sync()
+	if n := a.logs.FilterMessageSnippet("cannot save or merge").Len(); n != 2 {
+		t.Fatalf("%d outage warnings after a second outage, want 2", n)
+	}
+}
+
+// One state loop over 100 reloads of the same config; a reload reads
+// nothing again and writes nothing; the last detach writes once; no
+// goroutine is left.
+func TestStateOneLoopOverManyReloads(t *testing.T) {
+	e := newStateEnv(t, "state-reloads")
+	before := runtime.NumGoroutine()
+	p := newPool(e.name)
+	core, _ := observer.New(zapcore.WarnLevel)
+	log := zap.New(core)
+	prev, err := p.attach(context.Background(), e.config("inst-a", 0, log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev.Serve()
+	p.Sessions.Bind("conv", "m", "a1")
+	e.tick <- time.Time{}
+	e.tick <- time.Time{} // the loop takes the second tick after the first round
+	for i := 1; i <= 100; i++ {
+		next, err := p.attach(context.Background(), e.config("inst-a", i, log))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%10 == 0 {
+			next.Detach() // a refused reload
+			continue
+		}
+		next.Serve()
+		prev.Detach()
+		prev = next
+		if n := e.running(); n != 1 {
+			t.Fatalf("reload %d: %d state loops running", i, n)
+		}
+	}
+	e.tick <- time.Time{}
+	e.tick <- time.Time{}
+	p.state.mu.Lock()
+	writes := p.state.writes
+	p.state.mu.Unlock()
+	if writes != 1 {
+		t.Fatalf("%d writes over 100 reloads with one change, want 1", writes)
+	}
+	prev.Detach()
+	p.Destruct()
+	p.state.mu.Lock()
+	writes = p.state.writes
+	p.state.mu.Unlock()
+	if writes != 2 {
+		t.Fatalf("%d writes after the last detach, want 2 (one at shutdown)", writes)
+	}
+	if n := e.running(); n != 0 {
+		t.Fatalf("%d state loops running after the last detach", n)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		runtime.Gosched()
+		time.Sleep(time.Millisecond)
+	}
+	if after := runtime.NumGoroutine(); after > before {
+		t.Fatalf("%d goroutines before, %d after 100 reloads", before, after)
+	}
+}
+
+// storage_prefix over the default state path moves the state documents
+// aside, so records and state never mix.
+func TestStateKeptOffStoragePrefix(t *testing.T) {
+	p := newPool("state-prefix")
+	for _, tc := range []struct{ records, want string }{
+		{"llm_proxy/state-prefix/auths", "llm_proxy/state-prefix/state"},
+		{"llm_proxy/state-prefix", "llm_proxy/state-prefix.state"},
+		{"llm_proxy/state-prefix/state/x", "llm_proxy/state-prefix/state/x.state"},
+		{"/creds/", "llm_proxy/state-prefix/state"},
+	} {
+		a := &Attachment{cfg: Config{StateSync: time.Second, InstanceID: "i",
+			Store: auth.NewCaddyStore(&certmagic.FileStorage{Path: t.TempDir()}, tc.records)}}
+		if _, got := p.stateStorage(a); got != tc.want {
+			t.Errorf("records at %q: state at %q, want %q", tc.records, got, tc.want)
+		}
+	}
+	for _, cfg := range []Config{
+		{StateSync: 0, InstanceID: "i", Store: auth.NewCaddyStore(&certmagic.FileStorage{Path: t.TempDir()}, "x")},
+		{StateSync: time.Second, InstanceID: "", Store: auth.NewCaddyStore(&certmagic.FileStorage{Path: t.TempDir()}, "x")},
+		{StateSync: time.Second, InstanceID: "../x", Store: auth.NewCaddyStore(&certmagic.FileStorage{Path: t.TempDir()}, "x")},
+		{StateSync: time.Second, InstanceID: "i"},
+	} {
+		if st, _ := p.stateStorage(&Attachment{cfg: cfg}); st != nil {
+			t.Errorf("state kept in storage with %+v", cfg)
+		}
+	}
+}
+
+// The document's format: hashes as hex strings, an auth table, cooldowns
+// with reason and learning time; it parses back to the same bindings.
+func TestStateDocumentFormat(t *testing.T) {
+	e := newStateEnv(t, "state-format")
+	a := e.start("inst-a", true)
+	now := e.fake.Now()
+	a.pool.Sessions.BindFor("client-k", "conv", "m", "a2")
+	cred(t, a.pool, "a3").RecordFailure("m", limited, failure.Policy{}.WithDefaults(), now)
+	a.sync()
+	doc := e.readDoc("inst-a")
+	for _, f := range []string{"kind", "version", "instance", "pool", "written", "auths", "bindings", "credentials"} {
+		if _, ok := doc[f]; !ok {
+			t.Fatalf("document without %q: %v", f, doc)
+		}
+	}
+	if doc["kind"] != stateKind || doc["version"] != float64(1) || doc["instance"] != "inst-a" || doc["pool"] != "state-format" {
+		t.Fatalf("document head: %v", doc)
+	}
+	bs := doc["bindings"].([]any)
+	row := bs[0].([]any)
+	if len(bs) != 1 || len(row) != 5 || doc["auths"].([]any)[int(row[3].(float64))] != "a2" {
+		t.Fatalf("bindings %v with auths %v", bs, doc["auths"])
+	}
+	for i := range 3 {
+		if _, ok := row[i].(string); !ok {
+			t.Fatalf("hash %d is %T, want a hex string", i, row[i])
+		}
+	}
+	if row[2] == "0" {
+		t.Fatal("the client hash was not saved")
+	}
+	cools := doc["credentials"].(map[string]any)["a3"].(map[string]any)["cooldowns"].([]any)
+	cd := cools[0].(map[string]any)
+	if cd["key"] != "m" || cd["reason"] != failure.ReasonRateLimited || cd["until"] == nil || cd["since"] == nil {
+		t.Fatalf("cooldown %v", cd)
+	}
+	data, _ := os.ReadFile(e.docPath("inst-a"))
+	parsed, err := parseState(data, "llm_proxy/state-format/state/inst-a.json", "state-format")
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := a.pool.Sessions.Snapshot(0)
+	got := parsed.Bindings[0]
+	if got.key != snap[0].Key || got.session != snap[0].Session || got.client != snap[0].Client || got.lastUsed != snap[0].LastUsed.UnixMilli() {
+		t.Fatalf("parsed %+v, snapshot %+v", got, snap[0])
+	}
+}
