@@ -16,28 +16,29 @@ package pool
 // pool new to the process reads every document, its own included, before
 // its config serves, so a restart resumes where it stopped.
 //
-// The document (version 1):
+// The document (version 1; fields in this order, "credentials" only when
+// a credential has a cooldown or a reset to tell):
 //
 //	{
 //	  "kind": "llm_proxy.state", "version": 1,
 //	  "instance": "<instance ID>", "pool": "<pool>",
 //	  "written": "<RFC 3339 time>",
-//	  "auths": ["<credential ID>", ...],
-//	  "bindings": [["<key>", "<session>", "<client>", <auth index>, <last used, unix ms>], ...],
 //	  "credentials": {
 //	    "<credential ID>": {
 //	      "reset": "<RFC 3339 time of the latest admin reset>",
 //	      "cooldowns": [{"key": "*"|"<model>", "until": "<RFC 3339>", "reason": "rate_limited", "since": "<RFC 3339>"}, ...]
 //	    }
-//	  }
+//	  },
+//	  "auths": ["<credential ID>", ...],
+//	  "bindings": [["<key>", "<session>", "<client>", <auth index>, <last used, unix ms>], ...]
 //	}
 //
 // Hashes (key, session, client) are lowercase hex without leading zeros
 // (client "0" for none), so they survive readers that parse JSON numbers
 // as float64. Bindings index "auths"; most recently used first. A document
 // whose kind, version, pool or instance (its file name) does not match is
-// skipped with one warning until it changes; documents written more than
-// stateExpiry ago are deleted by any instance.
+// skipped with one warning until its problem changes; documents written
+// more than stateExpiry ago are deleted by any instance.
 
 import (
 	"context"
@@ -96,8 +97,8 @@ var newStateTicker = func(d time.Duration) (<-chan time.Time, func()) {
 type stateSync struct {
 	mu sync.Mutex
 	// loaded: a config read the documents at attach; later configs
-	// (reloads) do not read them again.
-	loaded bool
+	// (reloads) do not read them again. Written under mu.
+	loaded atomic.Bool
 	// synced: a loop started, so the last detach writes the document (a
 	// config that never served, as under `caddy validate`, writes
 	// nothing). Set under p.life.
@@ -269,13 +270,16 @@ func (p *Pool) membersVersion() uint64 {
 // deletes nothing.
 func (p *Pool) loadState(ctx context.Context, a *Attachment) {
 	st := &p.state
+	if st.loaded.Load() {
+		return // a reload: no waiting for a round in progress
+	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	storage, prefix := p.stateStorage(a)
-	if st.loaded || storage == nil {
+	if st.loaded.Load() || storage == nil {
 		return
 	}
-	st.loaded = true
+	st.loaded.Store(true)
 	ctx, cancel := context.WithTimeout(ctx, stateTimeout)
 	defer cancel()
 	now := clock.Now()
@@ -315,6 +319,9 @@ func (p *Pool) syncState(ctx context.Context, a *Attachment) {
 	err := p.saveStateIfChanged(ctx, a, storage, prefix, now)
 	if mergeErr := p.mergeStates(ctx, a, storage, prefix, now, false); err == nil {
 		err = mergeErr
+	}
+	if errors.Is(err, context.Canceled) {
+		return // the loop is stopping (a reload), storage is not at fault
 	}
 	p.storageOutcome(a, err)
 }

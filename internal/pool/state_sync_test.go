@@ -479,7 +479,7 @@ func TestStateOneLoopOverManyReloads(t *testing.T) {
 	e := newStateEnv(t, "state-reloads")
 	before := runtime.NumGoroutine()
 	p := newPool(e.name)
-	core, _ := observer.New(zapcore.WarnLevel)
+	core, logs := observer.New(zapcore.WarnLevel)
 	log := zap.New(core)
 	prev, err := p.attach(context.Background(), e.config("inst-a", 0, log))
 	if err != nil {
@@ -523,6 +523,9 @@ func TestStateOneLoopOverManyReloads(t *testing.T) {
 	}
 	if n := e.running(); n != 0 {
 		t.Fatalf("%d state loops running after the last detach", n)
+	}
+	if logs.Len() != 0 {
+		t.Fatalf("warnings over reloads: %v", logs.All())
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
