@@ -3,8 +3,10 @@ package llmproxy
 import (
 	"errors"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -39,11 +41,25 @@ import (
 //	upstream_ttfb_seconds{pool,auth}           time to the upstream response headers
 //	prompt_cache_read_tokens_total{pool,auth}  prompt tokens served from the provider cache
 //	prompt_cache_write_tokens_total{pool,auth} prompt tokens written to the provider cache
+//	tokens_total{pool,client,auth,model,type}  tokens the responses reported, by type: input
+//	                                           (prompt tokens outside the cache), output,
+//	                                           cache_read, cache_write (read at scrape time)
+//	usage_requests_total{pool,client,auth,model}
+//	                                           client requests per client key label ("" without
+//	                                           one), the credential that answered or was tried
+//	                                           last, and the model the client named (read at
+//	                                           scrape time)
 //
-// Label values are pool names, credential IDs, client key labels and small
-// fixed sets only; never session IDs, keys or models. The collectors are created once per
-// process, so counters keep counting across config reloads; each new
-// config's registry gets them registered again.
+// Label values are pool names, credential IDs, client key labels, small
+// fixed sets and, in the two usage counters only, model names; never
+// session IDs or keys. The usage counters are the pool's usage ledger
+// (see pool.Pool.Usage), with its bounds: at most 256 model names and 1024
+// client labels per pool, the rest counted as "other", and 4096 series
+// per pool plus one per credential. They live in the pool, so they count
+// across config reloads for as long as a loaded config uses the pool, and
+// a series idle for a day may start again from zero. The other collectors
+// are created once per process, so their counters keep counting across
+// config reloads; each new config's registry gets them registered again.
 var metrics struct {
 	once        sync.Once
 	requests    *prometheus.CounterVec
@@ -55,6 +71,7 @@ var metrics struct {
 	cacheRead   *prometheus.CounterVec
 	cacheWrite  *prometheus.CounterVec
 	credentials *credentialsCollector
+	usage       *usageCollector
 }
 
 const metricsNamespace = "caddy_llm_proxy"
@@ -116,6 +133,14 @@ func initMetrics() {
 				"What an API key's rate limit allows per period (requests, tokens, input_tokens, output_tokens), as last reported.",
 				[]string{"pool", "auth", "kind"}, nil),
 		}
+		metrics.usage = &usageCollector{
+			tokens: prometheus.NewDesc(metricsNamespace+"_tokens_total",
+				"Tokens the responses reported, per client key label, credential, model the client named, and type: input (prompt tokens neither read from nor written to the provider's cache), output, cache_read, cache_write. Model names past 256 per pool and client labels past 1024 count as \"other\".",
+				[]string{"pool", "client", "auth", "model", "type"}, nil),
+			requests: prometheus.NewDesc(metricsNamespace+"_usage_requests_total",
+				"Client requests per client key label (\"\" without one), the credential that answered or was tried last, and the model the client named. Model names past 256 per pool and client labels past 1024 count as \"other\".",
+				[]string{"pool", "client", "auth", "model"}, nil),
+		}
 	})
 }
 
@@ -127,7 +152,7 @@ func registerMetrics(reg prometheus.Registerer) error {
 	var errs []error
 	for _, c := range []prometheus.Collector{
 		metrics.requests, metrics.clients, metrics.attempts, metrics.failovers, metrics.affinity,
-		metrics.ttfb, metrics.cacheRead, metrics.cacheWrite, metrics.credentials,
+		metrics.ttfb, metrics.cacheRead, metrics.cacheWrite, metrics.credentials, metrics.usage,
 	} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
@@ -274,8 +299,69 @@ func (c *credentialsCollector) collectQuota(ch chan<- prometheus.Metric, poolNam
 	}
 }
 
+// usageCollector reports each live pool's usage ledger when scraped, so
+// counting costs the requests nothing beyond the ledger, and the series are
+// the ledger's, bounded as it is.
+type usageCollector struct {
+	tokens, requests *prometheus.Desc
+}
+
+func (c *usageCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.tokens
+	ch <- c.requests
+}
+
+func (c *usageCollector) Collect(ch chan<- prometheus.Metric) {
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	for _, name := range pool.Names() {
+		p, ok := pool.Lookup(name)
+		if !ok {
+			continue // released since listed
+		}
+		poolName := validLabel(name)
+		for k, n := range usageSeries(p) {
+			counter(c.requests, n.Requests, poolName, k.Client, k.Auth, k.Model)
+			counter(c.tokens, n.Input, poolName, k.Client, k.Auth, k.Model, "input")
+			counter(c.tokens, n.Output, poolName, k.Client, k.Auth, k.Model, "output")
+			counter(c.tokens, n.CacheRead, poolName, k.Client, k.Auth, k.Model, "cache_read")
+			counter(c.tokens, n.CacheWrite, poolName, k.Client, k.Auth, k.Model, "cache_write")
+		}
+	}
+}
+
+// usageSeries returns the pool's usage series with label values that are
+// valid UTF-8 (Prometheus refuses others); series whose names become alike
+// that way are added up, so no sample is reported twice.
+func usageSeries(p *pool.Pool) map[pool.UsageKey]pool.UsageCounts {
+	totals := p.UsageTotals()
+	out := make(map[pool.UsageKey]pool.UsageCounts, len(totals))
+	for _, t := range totals {
+		k := pool.UsageKey{Client: validLabel(t.Client), Auth: validLabel(t.Auth), Model: validLabel(t.Model)}
+		n := out[k]
+		n.Requests += t.Requests
+		n.Failovers += t.Failovers
+		n.Input += t.Input
+		n.Output += t.Output
+		n.CacheRead += t.CacheRead
+		n.CacheWrite += t.CacheWrite
+		out[k] = n
+	}
+	return out
+}
+
+// validLabel returns s with any invalid UTF-8 replaced.
+func validLabel(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
+}
+
 // Interface guards
 var (
 	_ handler.Observer     = observer{}
 	_ prometheus.Collector = (*credentialsCollector)(nil)
+	_ prometheus.Collector = (*usageCollector)(nil)
 )
