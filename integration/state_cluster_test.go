@@ -1,0 +1,585 @@
+package integration
+
+// Real Caddy processes on one file_system storage directory proving SPEC
+// section 14: session bindings and cooldowns outlive a process (SIGTERM,
+// kill -9) and are shared between instances through per-instance state
+// documents.
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/caddy-llm-proxy/llmproxy/internal/mockllm"
+	"github.com/caddy-llm-proxy/llmproxy/internal/testutil"
+)
+
+// testStateSync is the state_sync of the tests: short, so that waits on
+// conditions end quickly.
+const testStateSync = "200ms"
+
+// stateSite is affinitySite (round_robin, session_affinity on, the three
+// mock Claude keys c-one, c-two, c-three) with a state_sync line; sync ""
+// leaves the option out (the default).
+func stateSite(pool, base, sync string, ids ...string) string {
+	s := affinitySite(pool, base, "round_robin", ids...)
+	if sync == "" {
+		return s
+	}
+	line := "\t\tpool " + pool + "\n"
+	return strings.Replace(s, line, line+"\t\tstate_sync "+sync+"\n", 1)
+}
+
+var (
+	stateBinOnce sync.Once
+	stateBin     string
+	stateBinErr  error
+)
+
+// stateCaddy builds the Caddy binary once for every test of this file and
+// the benchmark, into a directory removed when the first test that asked
+// for it ends only if building failed (the binary is reused by later
+// tests of the same run and lives in the system temp dir until then).
+func stateCaddy(t *testing.T) string {
+	t.Helper()
+	stateBinOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "llmproxy-state-caddy-")
+		if err != nil {
+			stateBinErr = err
+			return
+		}
+		stateBin = filepath.Join(dir, "caddy")
+		if out, err := exec.Command("go", "build", "-o", stateBin, "../cmd/caddy").CombinedOutput(); err != nil {
+			stateBinErr = fmt.Errorf("building caddy: %v\n%s", err, out)
+		}
+	})
+	if stateBinErr != nil {
+		t.Fatal(stateBinErr)
+	}
+	return stateBin
+}
+
+// stateNode is one Caddy instance that can be stopped and started again as
+// the same instance: its HOME and XDG directories (where Caddy keeps
+// instance.uuid) stay, the storage directory is shared with the others.
+type stateNode struct {
+	name    string
+	bin     string
+	storage string
+	body    string
+	dir     string
+	starts  int
+	*caddyProcess
+	exited chan struct{}
+	logs   []string // one log file per start
+}
+
+func newStateNode(t *testing.T, name, bin, storage, body string) *stateNode {
+	t.Helper()
+	n := &stateNode{name: name, bin: bin, storage: storage, body: body, dir: t.TempDir()}
+	t.Cleanup(func() {
+		if n.running() {
+			_ = n.cmd.Process.Kill()
+			<-n.exited
+		}
+		if t.Failed() {
+			for _, l := range n.logs {
+				b, _ := os.ReadFile(l)
+				t.Logf("caddy %s log %s:\n%s", n.name, filepath.Base(l), b)
+			}
+		}
+	})
+	n.start(t)
+	return n
+}
+
+func (n *stateNode) running() bool {
+	if n.exited == nil {
+		return false
+	}
+	select {
+	case <-n.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// start runs the instance on fresh ports and waits until its site accepts
+// connections.
+func (n *stateNode) start(t *testing.T) {
+	t.Helper()
+	n.starts++
+	p := &caddyProcess{
+		admin: fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)),
+		site:  fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)),
+	}
+	cfg := filepath.Join(n.dir, fmt.Sprintf("Caddyfile.%d", n.starts))
+	if err := os.WriteFile(cfg, []byte(clusterConfig(p, n.storage, n.body)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(n.dir, fmt.Sprintf("caddy.%d.log", n.starts))
+	var err error
+	if p.log, err = os.Create(logPath); err != nil {
+		t.Fatal(err)
+	}
+	n.logs = append(n.logs, logPath)
+	p.cmd = exec.Command(n.bin, "run", "--config", cfg, "--adapter", "caddyfile")
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	p.cmd.Env = append(os.Environ(), "HOME="+n.dir, "XDG_DATA_HOME="+n.dir, "XDG_CONFIG_HOME="+n.dir)
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	n.caddyProcess = p
+	exited := make(chan struct{})
+	n.exited = exited
+	go func() {
+		_ = p.cmd.Wait()
+		p.log.Close()
+		close(exited)
+	}()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if c, err := net.DialTimeout("tcp", p.site, time.Second); err == nil {
+			c.Close()
+			return
+		}
+		if !n.running() {
+			t.Fatalf("caddy %s exited on start", n.name)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("caddy %s did not start", n.name)
+		}
+	}
+}
+
+// stop sends sig (SIGTERM: graceful stop; SIGKILL: kill -9) and waits
+// until the process is gone.
+func (n *stateNode) stop(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	http.DefaultClient.CloseIdleConnections()
+	if err := n.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-n.exited:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("caddy %s did not stop on %v", n.name, sig)
+	}
+}
+
+// instanceID is the instance's Caddy instance.uuid.
+func (n *stateNode) instanceID(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(n.dir, "caddy", "instance.uuid"))
+	if err != nil {
+		t.Fatalf("instance id of %s: %v", n.name, err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// stateDocPath is where instance id keeps pool's state document in the
+// file_system storage at root.
+func stateDocPath(root, pool, id string) string {
+	return filepath.Join(root, "llm_proxy", pool, "state", id+".json")
+}
+
+// docBindings counts the bindings in a state document on disk; -1 when it
+// is missing or not a JSON object with a bindings list.
+func docBindings(path string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return -1
+	}
+	var doc map[string]json.RawMessage
+	if json.Unmarshal(b, &doc) != nil {
+		return -1
+	}
+	var list []json.RawMessage
+	if json.Unmarshal(doc["bindings"], &list) != nil {
+		return -1
+	}
+	return len(list)
+}
+
+// waitFor polls cond every 20ms until it holds, failing the test after
+// timeout with what.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > timeout {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// adminJSON GETs an admin path of the instance and decodes the answer.
+func (n *stateNode) adminJSON(t *testing.T, path string, v any) {
+	t.Helper()
+	status, b, err := n.adminDo(http.MethodGet, path, "", "")
+	if err != nil || status != http.StatusOK {
+		t.Fatalf("%s GET %s: %d %v %s", n.name, path, status, err, b)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatalf("%s GET %s: %v: %s", n.name, path, err, b)
+	}
+}
+
+// cooldowns returns the active cooldowns of each credential of pool as the
+// instance's admin API shows them.
+func (n *stateNode) cooldowns(t *testing.T, pool string) map[string][]cooldownView {
+	t.Helper()
+	var auths []struct {
+		ID        string         `json:"id"`
+		Cooldowns []cooldownView `json:"cooldowns"`
+	}
+	n.adminJSON(t, "/llm_proxy/pools/"+pool+"/auths", &auths)
+	out := map[string][]cooldownView{}
+	for _, a := range auths {
+		out[a.ID] = a.Cooldowns
+	}
+	return out
+}
+
+type cooldownView struct {
+	Model  string    `json:"model"`
+	Until  time.Time `json:"until"`
+	Reason string    `json:"reason"`
+}
+
+// sessions returns the instance's binding count per credential of pool.
+func (n *stateNode) sessions(t *testing.T, pool string) map[string]int {
+	t.Helper()
+	var v struct {
+		ByAuth map[string]int `json:"by_auth"`
+	}
+	n.adminJSON(t, "/llm_proxy/pools/"+pool+"/sessions", &v)
+	return v.ByAuth
+}
+
+// warnings returns the warning lines of the instance's current log that
+// contain every one of substrs.
+func (n *stateNode) warnings(t *testing.T, substrs ...string) []string {
+	t.Helper()
+	b, err := os.ReadFile(n.logs[len(n.logs)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+lines:
+	for _, l := range strings.Split(string(b), "\n") {
+		if !strings.Contains(l, `"level":"warn"`) {
+			continue
+		}
+		for _, s := range substrs {
+			if !strings.Contains(l, s) {
+				continue lines
+			}
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+// stateConv is one running conversation and the credential its last turn
+// went to.
+type stateConv struct {
+	topic, session, cred string
+	turns                int
+}
+
+func newStateConvs(prefix string, n int) []*stateConv {
+	out := make([]*stateConv, n)
+	for i := range out {
+		out[i] = &stateConv{topic: fmt.Sprintf("%s-%d", prefix, i), session: uuid.NewString()}
+	}
+	return out
+}
+
+// turnResult is how one round of turns went.
+type turnResult struct {
+	same, later int // later turns, and those on the previous turn's credential
+	spread      map[string]int
+}
+
+func (r turnResult) rate() float64 {
+	if r.later == 0 {
+		return 0
+	}
+	return float64(r.same) / float64(r.later)
+}
+
+// sendTurns sends the next turn of every conversation, one at a time, in
+// an order shuffled by rng (nil: in order), conversation i to pick(i). A
+// strict round robin restarted in the same order as before would put a
+// conversation back on its credential by accident; the shuffle rules that
+// out.
+func sendTurns(t *testing.T, convs []*stateConv, pick func(i int) *caddyProcess, rng *rand.Rand) turnResult {
+	t.Helper()
+	order := make([]int, len(convs))
+	for i := range order {
+		order[i] = i
+	}
+	if rng != nil {
+		rng.Shuffle(len(order), func(a, b int) { order[a], order[b] = order[b], order[a] })
+	}
+	res := turnResult{spread: map[string]int{}}
+	for _, i := range order {
+		c := convs[i]
+		c.turns++
+		got := pick(i).send(t, conversation(c.topic, c.session, c.turns))
+		if got == "" {
+			t.Fatalf("conversation %d turn %d: no X-Mock-Credential", i, c.turns)
+		}
+		res.spread[got]++
+		if c.turns > 1 {
+			res.later++
+			if got == c.cred {
+				res.same++
+			}
+		}
+		c.cred = got
+	}
+	return res
+}
+
+// TestStateSurvivesRestart restarts one real Caddy process on the same
+// data directory (so the same instance ID) and storage: after SIGTERM and
+// after kill -9, the next turns of running conversations stay on their
+// credential with the default round_robin strategy; without state_sync
+// they are spread anew.
+func TestStateSurvivesRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real Caddy processes")
+	}
+	up := newUpstream(t, mockllmOpts())
+	bin := stateCaddy(t)
+	const convs = 150
+	for _, tc := range []struct {
+		name string
+		sync string
+		sig  syscall.Signal
+	}{
+		{"SIGTERM", testStateSync, syscall.SIGTERM},
+		{"kill -9", testStateSync, syscall.SIGKILL},
+		{"SIGTERM with state_sync off", "off", syscall.SIGTERM},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const pool = "restart"
+			storage := t.TempDir()
+			n := newStateNode(t, "solo", bin, storage, stateSite(pool, up.URL, tc.sync))
+			rng := rand.New(rand.NewPCG(uint64(len(tc.name)), 13))
+			cs := newStateConvs(strings.ReplaceAll(tc.name, " ", "_"), convs)
+			first := sendTurns(t, cs, func(int) *caddyProcess { return n.caddyProcess }, nil)
+			for _, label := range []string{"claude-1", "claude-2", "claude-3"} {
+				if first.spread[label] != convs/3 {
+					t.Fatalf("round robin did not spread new conversations evenly: %v", first.spread)
+				}
+			}
+			if r := sendTurns(t, cs, func(int) *caddyProcess { return n.caddyProcess }, rng); r.same != convs {
+				t.Fatalf("turn 2 left its credential in %d of %d conversations before any restart", convs-r.same, convs)
+			}
+			id := n.instanceID(t)
+			doc := stateDocPath(storage, pool, id)
+			if tc.sig == syscall.SIGKILL {
+				// Nothing is written at a kill -9: wait until the periodic
+				// write has caught up with every binding.
+				waitFor(t, 20*time.Second, "the state document to hold every binding", func() bool { return docBindings(doc) >= convs })
+			}
+			n.stop(t, tc.sig)
+			if tc.sync == "off" {
+				if _, err := os.Stat(doc); !os.IsNotExist(err) {
+					t.Fatalf("state_sync off wrote a state document (%v)", err)
+				}
+			} else if got := docBindings(doc); got < convs {
+				t.Fatalf("state document holds %d bindings after the stop, want %d", got, convs)
+			}
+			n.start(t)
+			if again := n.instanceID(t); again != id {
+				t.Fatalf("restart changed the instance ID: %s then %s", id, again)
+			}
+			after := sendTurns(t, cs, func(int) *caddyProcess { return n.caddyProcess }, rng)
+			t.Logf("%s: %d/%d turns after the restart on the conversation's credential (%.1f%%)", tc.name, after.same, after.later, 100*after.rate())
+			if tc.sync == "off" {
+				// The control: without saved state the restart loses the
+				// bindings, and this measure shows it.
+				if after.rate() >= 0.9 {
+					t.Fatalf("without state_sync %.1f%% of conversations stayed on their credential: the measure cannot tell", 100*after.rate())
+				}
+				return
+			}
+			if after.rate() < 0.99 {
+				t.Fatalf("only %d of %d conversations stayed on their credential after the restart", after.same, after.later)
+			}
+			if r := sendTurns(t, cs, func(int) *caddyProcess { return n.caddyProcess }, rng); r.same != convs {
+				t.Fatalf("turn 4 left its credential in %d of %d conversations", convs-r.same, convs)
+			}
+		})
+	}
+}
+
+// TestStateSharedAcrossInstances runs three real Caddy processes on one
+// storage directory with state_sync 200ms. A binding one instance made is
+// used by another; a conversation moved by failover on A stays moved on B
+// and C; a 429 seen by A keeps B and C off that credential; a corrupt and
+// a truncated document of another "instance" are each skipped with one
+// warning per process while serving goes on and every instance keeps
+// writing its own document.
+func TestStateSharedAcrossInstances(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real Caddy processes")
+	}
+	up := newUpstream(t, mockllmOpts())
+	bin := stateCaddy(t)
+	const pool = "shared"
+	storage := t.TempDir()
+	// Documents no running instance wrote, present before any starts:
+	// three that cannot be used, and a valid one of an instance gone for
+	// more than 24h.
+	foreign := "foreign-" + uuid.NewString()
+	garbage := map[string]string{
+		"corrupt-" + uuid.NewString():   "\x00\xffnot json at all{{{",
+		"truncated-" + uuid.NewString(): `{"kind":"llm_proxy.state","version":1,"pool":"shared","bindings":[["`,
+		foreign: fmt.Sprintf(`{"kind":"llm_proxy.state","version":1,"instance":%q,"pool":"other","written":%q,"auths":[]}`,
+			foreign, time.Now().UTC().Format(time.RFC3339)),
+	}
+	stale := "stale-" + uuid.NewString()
+	docs := map[string]string{stale: fmt.Sprintf(`{"kind":"llm_proxy.state","version":1,"instance":%q,"pool":"shared","written":%q,"auths":["c-one"]}`,
+		stale, time.Now().Add(-25*time.Hour).UTC().Format(time.RFC3339))}
+	for name, content := range garbage {
+		docs[name] = content
+	}
+	for name, content := range docs {
+		p := stateDocPath(storage, pool, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	body := stateSite(pool, up.URL, testStateSync)
+	a := newStateNode(t, "A", bin, storage, body)
+	b := newStateNode(t, "B", bin, storage, body)
+	c := newStateNode(t, "C", bin, storage, body)
+	nodes := []*stateNode{a, b, c}
+	ids := map[string]bool{}
+	for _, n := range nodes {
+		ids[n.instanceID(t)] = true
+	}
+	if len(ids) != 3 {
+		t.Fatalf("instances share an ID: %v", ids)
+	}
+
+	t.Run("binding moved by failover on A stays moved on B and C", func(t *testing.T) {
+		conv := newStateConvs("moved", 1)[0]
+		r := sendTurns(t, []*stateConv{conv}, func(int) *caddyProcess { return b.caddyProcess }, nil)
+		if len(r.spread) != 1 {
+			t.Fatal(r.spread)
+		}
+		from := conv.cred
+		fromID := "c-" + map[string]string{"claude-1": "one", "claude-2": "two", "claude-3": "three"}[from]
+		// A has never seen the conversation: it must learn B's binding.
+		waitFor(t, 10*time.Second, "A to adopt B's binding", func() bool { return a.sessions(t, pool)[fromID] == 1 })
+
+		// The bound credential answers A once with a short 429: A fails
+		// the conversation over and moves its binding.
+		up.SetFault(from, mockllm.Fault{Status: 429, Headers: map[string]string{"Retry-After": "1"}, Times: 1})
+		sendTurns(t, []*stateConv{conv}, func(int) *caddyProcess { return a.caddyProcess }, nil)
+		if left := up.Faults()[from].Times; left != 0 {
+			t.Fatalf("turn 2 on A did not try the conversation's credential %s first (fault unused)", from)
+		}
+		to := conv.cred
+		if to == from {
+			t.Fatalf("turn 2 on A stayed on %s after its 429", from)
+		}
+		toID := "c-" + map[string]string{"claude-1": "one", "claude-2": "two", "claude-3": "three"}[to]
+		for _, n := range []*stateNode{b, c} {
+			waitFor(t, 10*time.Second, n.name+" to take the moved binding", func() bool {
+				s := n.sessions(t, pool)
+				return s[toID] == 1 && s[fromID] == 0
+			})
+		}
+		// Once the 429's cooldown is over everywhere, only the binding
+		// keeps the conversation away from its first credential.
+		for _, n := range nodes {
+			waitFor(t, 10*time.Second, n.name+" to end the cooldown of "+fromID, func() bool { return len(n.cooldowns(t, pool)[fromID]) == 0 })
+		}
+		for i, n := range []*stateNode{b, c, a} {
+			sendTurns(t, []*stateConv{conv}, func(int) *caddyProcess { return n.caddyProcess }, nil)
+			if conv.cred != to {
+				t.Fatalf("turn %d on %s went to %s, the conversation was moved to %s", 3+i, n.name, conv.cred, to)
+			}
+		}
+	})
+
+	t.Run("429 on A keeps B and C off the credential", func(t *testing.T) {
+		up.SetFault("claude-1", mockllm.Fault{Status: 429, Headers: map[string]string{"Retry-After": "300"}})
+		// Three new conversations on A: round robin tries claude-1 for one.
+		sendTurns(t, newStateConvs("cool-a", 3), func(int) *caddyProcess { return a.caddyProcess }, nil)
+		if up.Stats()["claude-1"].Faults == 0 {
+			t.Fatal("A never tried claude-1")
+		}
+		up.ClearFault("claude-1")
+		onA := a.cooldowns(t, pool)["c-one"]
+		if len(onA) == 0 {
+			t.Fatal("A did not cool c-one after its 429")
+		}
+		for _, n := range []*stateNode{b, c} {
+			took := waitFor(t, 10*time.Second, n.name+" to learn A's cooldown", func() bool { return len(n.cooldowns(t, pool)["c-one"]) > 0 })
+			t.Logf("%s learnt the cooldown after %v", n.name, took.Round(10*time.Millisecond))
+			got := n.cooldowns(t, pool)["c-one"][0]
+			if d := got.Until.Sub(onA[0].Until); d < -time.Second || d > time.Second {
+				t.Fatalf("%s cools c-one until %v, A until %v", n.name, got.Until, onA[0].Until)
+			}
+		}
+		before := up.Stats()["claude-1"].Requests
+		for _, n := range []*stateNode{b, c} {
+			r := sendTurns(t, newStateConvs("cool-"+n.name, 9), func(int) *caddyProcess { return n.caddyProcess }, nil)
+			if r.spread["claude-1"] != 0 {
+				t.Fatalf("%s sent %d new conversations to claude-1 while A had it cooling", n.name, r.spread["claude-1"])
+			}
+		}
+		if after := up.Stats()["claude-1"].Requests; after != before {
+			t.Fatalf("claude-1 got %d requests from B and C during A's cooldown", after-before)
+		}
+	})
+
+	t.Run("the document of an instance gone for 24h is deleted", func(t *testing.T) {
+		p := stateDocPath(storage, pool, stale)
+		waitFor(t, 10*time.Second, "the stale document to be deleted", func() bool {
+			_, err := os.Stat(p)
+			return os.IsNotExist(err)
+		})
+	})
+
+	t.Run("corrupt and foreign documents are skipped with one warning", func(t *testing.T) {
+		for _, n := range nodes {
+			own := stateDocPath(storage, pool, n.instanceID(t))
+			// Serving goes on and the own document keeps being written: a
+			// new conversation shows up in it within a few periods.
+			was := docBindings(own)
+			sendTurns(t, newStateConvs("after-garbage-"+n.name, 1), func(int) *caddyProcess { return n.caddyProcess }, nil)
+			waitFor(t, 10*time.Second, n.name+" to write its own document", func() bool { return docBindings(own) > was })
+			for name := range garbage {
+				if w := n.warnings(t, name); len(w) != 1 {
+					t.Fatalf("%s logged %d warnings naming %s, want 1:\n%s", n.name, len(w), name, strings.Join(w, "\n"))
+				}
+			}
+		}
+	})
+}
