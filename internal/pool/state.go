@@ -41,11 +41,13 @@ package pool
 // more than stateExpiry ago are deleted by any instance.
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"path"
 	"strconv"
 	"strings"
@@ -140,7 +142,7 @@ type stateDoc struct {
 	Credentials map[string]savedCreds `json:"credentials,omitempty"`
 	Auths       []string              `json:"auths"`
 	// Bindings is the last field: encodeState appends it.
-	Bindings []savedBinding `json:"bindings,omitempty"`
+	Bindings bindingList `json:"bindings,omitempty"`
 }
 
 // savedCreds is one credential's state in a document.
@@ -184,31 +186,144 @@ func (b savedBinding) appendJSON(out []byte) []byte {
 	return append(out, ']')
 }
 
-// UnmarshalJSON implements json.Unmarshaler.
-func (b *savedBinding) UnmarshalJSON(data []byte) error {
-	var raw []json.RawMessage
-	if err := json.Unmarshal(data, &raw); err != nil || len(raw) != 5 {
-		return errors.New("binding is not an array of 5")
+// bindingList is the document's bindings. It decodes by hand: a document
+// may hold a million, and encoding/json's generic arrays cost 20
+// allocations each.
+type bindingList []savedBinding
+
+// UnmarshalJSON implements json.Unmarshaler. The input is valid JSON
+// (encoding/json checked it); anything but arrays of three hex strings
+// and two integers is an error.
+func (l *bindingList) UnmarshalJSON(data []byte) error {
+	r := jsonReader{data: data}
+	if r.literal("null") {
+		*l = nil
+		return nil
 	}
-	var hashes [3]uint64
-	for i := range hashes {
-		var s string
-		if err := json.Unmarshal(raw[i], &s); err != nil {
-			return errors.New("binding hash is not a string")
+	if !r.byte('[') {
+		return errors.New("bindings is not an array")
+	}
+	out := make(bindingList, 0, bytes.Count(data, []byte{'['})-1)
+	if r.byte(']') {
+		*l = out
+		return nil
+	}
+	for {
+		var b savedBinding
+		if !r.byte('[') {
+			return errors.New("binding is not an array")
 		}
-		h, err := strconv.ParseUint(s, 16, 64)
-		if err != nil {
-			return fmt.Errorf("binding hash %q is not hex", s)
+		for _, h := range []*uint64{&b.key, &b.session, &b.client} {
+			v, ok := r.hex()
+			if !ok || !r.byte(',') {
+				return errors.New("binding hash is not a hex string")
+			}
+			*h = v
 		}
-		hashes[i] = h
+		idx, ok := r.int()
+		if !ok || idx < 0 || idx > math.MaxInt32 || !r.byte(',') {
+			return errors.New("binding auth index is not an integer")
+		}
+		b.auth = int(idx)
+		if b.lastUsed, ok = r.int(); !ok || !r.byte(']') {
+			return errors.New("binding time is not an integer, or the binding has more than 5 fields")
+		}
+		out = append(out, b)
+		if r.byte(']') {
+			break
+		}
+		if !r.byte(',') {
+			return errors.New("bindings is not an array")
+		}
 	}
-	var idx int
-	var ms int64
-	if json.Unmarshal(raw[3], &idx) != nil || json.Unmarshal(raw[4], &ms) != nil {
-		return errors.New("binding auth index or time is not an integer")
-	}
-	*b = savedBinding{key: hashes[0], session: hashes[1], client: hashes[2], auth: idx, lastUsed: ms}
+	*l = out
 	return nil
+}
+
+// jsonReader reads tokens of valid JSON.
+type jsonReader struct {
+	data []byte
+	i    int
+}
+
+func (r *jsonReader) space() {
+	for r.i < len(r.data) && (r.data[r.i] == ' ' || r.data[r.i] == '\t' || r.data[r.i] == '\n' || r.data[r.i] == '\r') {
+		r.i++
+	}
+}
+
+// byte consumes c after white space, if it is next.
+func (r *jsonReader) byte(c byte) bool {
+	r.space()
+	if r.i < len(r.data) && r.data[r.i] == c {
+		r.i++
+		return true
+	}
+	return false
+}
+
+func (r *jsonReader) literal(s string) bool {
+	r.space()
+	if bytes.HasPrefix(r.data[r.i:], []byte(s)) {
+		r.i += len(s)
+		return true
+	}
+	return false
+}
+
+// hex reads a string of 1 to 16 hex digits.
+func (r *jsonReader) hex() (uint64, bool) {
+	if !r.byte('"') {
+		return 0, false
+	}
+	var v uint64
+	n := 0
+	for ; r.i < len(r.data) && r.data[r.i] != '"'; r.i++ {
+		c := r.data[r.i]
+		var d byte
+		switch {
+		case c >= '0' && c <= '9':
+			d = c - '0'
+		case c >= 'a' && c <= 'f':
+			d = c - 'a' + 10
+		case c >= 'A' && c <= 'F':
+			d = c - 'A' + 10
+		default:
+			return 0, false
+		}
+		if n++; n > 16 {
+			return 0, false
+		}
+		v = v<<4 | uint64(d)
+	}
+	if n == 0 || !r.byte('"') {
+		return 0, false
+	}
+	return v, true
+}
+
+// int reads an integer without fraction or exponent that fits an int64.
+func (r *jsonReader) int() (int64, bool) {
+	r.space()
+	neg := r.i < len(r.data) && r.data[r.i] == '-'
+	if neg {
+		r.i++
+	}
+	var v uint64
+	n := 0
+	for ; r.i < len(r.data) && r.data[r.i] >= '0' && r.data[r.i] <= '9'; r.i++ {
+		if n++; n > 18 {
+			return 0, false
+		}
+		v = v*10 + uint64(r.data[r.i]-'0')
+	}
+	if n == 0 || r.i < len(r.data) && (r.data[r.i] == '.' || r.data[r.i] == 'e' || r.data[r.i] == 'E') {
+		return 0, false
+	}
+	if neg {
+		return -int64(v), true
+	}
+	return int64(v), true
 }
 
 // stateStorage returns where a's config keeps the pool's state documents:

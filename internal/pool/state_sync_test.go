@@ -612,3 +612,86 @@ func TestStateDocumentFormat(t *testing.T) {
 		t.Fatalf("parsed %+v, snapshot %+v", got, snap[0])
 	}
 }
+
+// The bindings decoder takes any valid JSON spelling of the format and
+// refuses everything else without panicking.
+func TestStateBindingsDecoder(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []savedBinding
+		ok   bool
+	}{
+		{`[]`, []savedBinding{}, true},
+		{`null`, nil, true},
+		{" [ [ \"A\" ,\n\"ff\",\t\"0\", 0 , -5 ] , [\"1\",\"2\",\"3\",4,5]]", []savedBinding{{key: 10, session: 255, auth: 0, lastUsed: -5}, {key: 1, session: 2, client: 3, auth: 4, lastUsed: 5}}, true},
+		{`[["ffffffffffffffff","1","1",0,1]]`, []savedBinding{{key: 1<<64 - 1, session: 1, client: 1, lastUsed: 1}}, true},
+		{`[["1ffffffffffffffff","1","1",0,1]]`, nil, false},
+		{`[["","1","1",0,1]]`, nil, false},
+		{`[["\u0031","1","1",0,1]]`, nil, false},
+		{`[["x","1","1",0,1]]`, nil, false},
+		{`[[1,"1","1",0,1]]`, nil, false},
+		{`[["1","1","1",0.5,1]]`, nil, false},
+		{`[["1","1","1",0,1e3]]`, nil, false},
+		{`[["1","1","1",-1,1]]`, nil, false},
+		{`[["1","1","1",0,1,2]]`, nil, false},
+		{`[["1","1","1",0]]`, nil, false},
+		{`[["1","1","1",0,99999999999999999999]]`, nil, false},
+		{`{}`, nil, false},
+		{`[{}]`, nil, false},
+	} {
+		var got bindingList
+		err := json.Unmarshal([]byte(tc.in), &got)
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: error %v, want ok %v", tc.in, err, tc.ok)
+			continue
+		}
+		if tc.ok && fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("%s: %+v, want %+v", tc.in, got, tc.want)
+		}
+	}
+}
+
+// A hostile document of ten times the cache's bound in bindings, with
+// times in the future and credentials disabled here, keeps the bound and
+// takes nothing for the disabled credential.
+func TestStateHostileDocumentBounded(t *testing.T) {
+	e := newStateEnv(t, "state-hostile")
+	core, logs := observer.New(zapcore.WarnLevel)
+	p := &Pool{name: e.name, Sessions: session.NewCache(session.Options{Now: clock.Now, MaxEntries: 1000}), Strategy: selector.NewState(),
+		creds: make(map[string]*Credential), inline: make(map[string]bool), stored: make(map[string]bool), sets: make(map[setKey]*Eligible)}
+	cfg := e.config("inst-a", "hostile", zap.New(core))
+	cfg.Inline = []*auth.Auth{rec("a1", "claude"), rec("off", "claude", func(a *auth.Auth) { a.Disabled = true })}
+	future := e.fake.Now().Add(240 * time.Hour).UnixMilli()
+	var sb strings.Builder
+	sb.WriteString(`{"kind":"llm_proxy.state","version":1,"instance":"evil","pool":"state-hostile","written":"` +
+		e.fake.Now().UTC().Format(time.RFC3339Nano) + `","auths":["a1","off"],"bindings":[`)
+	for i := range 10_000 {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		fmt.Fprintf(&sb, `["%x","%x","%x",%d,%d]`, i+1, i+1, i%3, i%2, future)
+	}
+	sb.WriteString("]}")
+	e.writeDoc("evil", sb.String())
+	a, err := p.attach(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { a.Detach(); p.Destruct() }()
+	counts := p.Sessions.CountByAuth()
+	if counts["off"] != 0 {
+		t.Fatalf("%d bindings taken for a disabled credential", counts["off"])
+	}
+	if n := p.Sessions.Len(); n == 0 || n > 1000+64 {
+		t.Fatalf("%d bindings after a hostile document, bound 1000", n)
+	}
+	// Future times count as now: the bindings expire within the TTL.
+	e.fake.Advance(time.Hour + time.Second)
+	p.Sessions.Sweep()
+	if n := p.Sessions.Len(); n != 0 {
+		t.Fatalf("%d bindings with a future last use outlived the TTL", n)
+	}
+	if logs.Len() != 0 {
+		t.Fatalf("warnings: %v", logs.All())
+	}
+}
