@@ -583,3 +583,112 @@ func TestStateSharedAcrossInstances(t *testing.T) {
 		}
 	})
 }
+
+// A client naming a new model on every request (each a 404 that cools
+// that model on the credential for 12h), half of the names as long as
+// accepted, cannot make one instance's state grow another's without
+// bound: the saved document keeps at most the per-credential bound of
+// cooldowns, the other instance merges exactly those, and the real model
+// keeps being served on both.
+func TestHostileModelFloodAcrossInstances(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real Caddy processes")
+	}
+	upURL := notFoundUpstream(t)
+	bin := stateCaddy(t)
+	const pool = "flood"
+	storage := t.TempDir()
+	body := fmt.Sprintf("\tllm_proxy {\n\t\tpool %s\n\t\tstate_sync %s\n\t\trescan_interval 0\n\t\tauth c1 {\n\t\t\tprovider claude\n\t\t\tapi_key sk-ant-one\n\t\t\tbase_url %s\n\t\t}\n\t}",
+		pool, testStateSync, upURL)
+	a := newStateNode(t, "A", bin, storage, body)
+	b := newStateNode(t, "B", bin, storage, body)
+	post := func(n *stateNode, model string) int {
+		resp, err := http.Post("http://"+n.site+"/v1/messages", "application/json",
+			strings.NewReader(fmt.Sprintf(`{"model":%q,"max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`, model)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	// Model names are at most 256 bytes (longer ones get 400).
+	long := strings.Repeat("x", 256-len("bogus-0000"))
+	const flood = 400
+	start := time.Now()
+	for i := 0; i < flood; i++ {
+		model := fmt.Sprintf("bogus-%04d", i)
+		if i%2 == 1 {
+			model += long
+		}
+		if status := post(a, model); status != http.StatusNotFound {
+			t.Fatalf("bogus model %d: status %d", i, status)
+		}
+	}
+	t.Logf("flood sent in %v", time.Since(start).Round(time.Millisecond))
+	doc := stateDocPath(storage, pool, a.instanceID(t))
+	var saved []string
+	tookA := waitFor(t, 10*time.Second, "A's document to hold the flood's cooldowns", func() bool {
+		raw, err := os.ReadFile(doc)
+		if err != nil {
+			return false
+		}
+		var d struct {
+			Credentials map[string]struct {
+				Cooldowns []struct {
+					Key string `json:"key"`
+				} `json:"cooldowns"`
+			} `json:"credentials"`
+		}
+		if json.Unmarshal(raw, &d) != nil {
+			return false
+		}
+		saved = saved[:0]
+		for _, c := range d.Credentials["c1"].Cooldowns {
+			saved = append(saved, c.Key)
+		}
+		return len(saved) > 0 && slicesContain(saved, fmt.Sprintf("bogus-%04d", flood-2))
+	})
+	if len(saved) > 256 {
+		t.Fatalf("A saved %d cooldowns of one credential, more than the bound 256", len(saved))
+	}
+	for _, k := range saved {
+		if len(k) > 512 {
+			t.Fatalf("A saved a cooldown key of %d bytes", len(k))
+		}
+	}
+	if info, err := os.Stat(doc); err != nil || info.Size() > 256<<10 {
+		t.Fatalf("A's document: %v, %d bytes", err, info.Size())
+	}
+	var onB []cooldownView
+	tookB := waitFor(t, 10*time.Second, "B to merge A's cooldowns", func() bool {
+		var v struct {
+			Cooldowns []cooldownView `json:"cooldowns"`
+		}
+		b.adminJSON(t, "/llm_proxy/pools/"+pool+"/auths/c1", &v)
+		onB = v.Cooldowns
+		return len(onB) >= len(saved)
+	})
+	t.Logf("A saved %d cooldowns within %v, B took them within %v more", len(saved), tookA.Round(time.Millisecond), tookB.Round(time.Millisecond))
+	if len(onB) != len(saved) {
+		t.Fatalf("B holds %d cooldowns after merging A's %d", len(onB), len(saved))
+	}
+	for _, c := range onB {
+		if len(c.Model) > 512 {
+			t.Fatalf("B took a cooldown key of %d bytes", len(c.Model))
+		}
+	}
+	for _, n := range []*stateNode{a, b} {
+		if status := post(n, "claude-sonnet-4-5"); status != http.StatusOK {
+			t.Fatalf("%s: the real model after the flood: status %d", n.name, status)
+		}
+	}
+}
+
+func slicesContain(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
