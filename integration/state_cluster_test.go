@@ -360,8 +360,9 @@ func sendTurns(t *testing.T, convs []*stateConv, pick func(i int) *caddyProcess,
 // TestStateSurvivesRestart restarts one real Caddy process on the same
 // data directory (so the same instance ID) and storage: after SIGTERM and
 // after kill -9, the next turns of running conversations stay on their
-// credential with the default round_robin strategy; without state_sync
-// they are spread anew.
+// credential with the default round_robin strategy, as they do when a new
+// instance (another data directory) takes the killed one's place; without
+// state_sync they are spread anew.
 func TestStateSurvivesRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real Caddy processes")
@@ -370,13 +371,15 @@ func TestStateSurvivesRestart(t *testing.T) {
 	bin := stateCaddy(t)
 	const convs = 150
 	for _, tc := range []struct {
-		name string
-		sync string
-		sig  syscall.Signal
+		name    string
+		sync    string
+		sig     syscall.Signal
+		replace bool // start a new instance (new data directory) instead
 	}{
-		{"SIGTERM", testStateSync, syscall.SIGTERM},
-		{"kill -9", testStateSync, syscall.SIGKILL},
-		{"SIGTERM with state_sync off", "off", syscall.SIGTERM},
+		{"SIGTERM", testStateSync, syscall.SIGTERM, false},
+		{"kill -9", testStateSync, syscall.SIGKILL, false},
+		{"kill -9 and a new instance in its place", testStateSync, syscall.SIGKILL, true},
+		{"SIGTERM with state_sync off", "off", syscall.SIGTERM, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			const pool = "restart"
@@ -408,9 +411,17 @@ func TestStateSurvivesRestart(t *testing.T) {
 			} else if got := docBindings(doc); got < convs {
 				t.Fatalf("state document holds %d bindings after the stop, want %d", got, convs)
 			}
-			n.start(t)
-			if again := n.instanceID(t); again != id {
-				t.Fatalf("restart changed the instance ID: %s then %s", id, again)
+			if tc.replace {
+				// The old instance's document is another instance's now.
+				n = newStateNode(t, "replacement", bin, storage, n.body)
+				if n.instanceID(t) == id {
+					t.Fatal("the new instance has the old one's ID")
+				}
+			} else {
+				n.start(t)
+				if again := n.instanceID(t); again != id {
+					t.Fatalf("restart changed the instance ID: %s then %s", id, again)
+				}
 			}
 			after := sendTurns(t, cs, func(int) *caddyProcess { return n.caddyProcess }, rng)
 			t.Logf("%s: %d/%d turns after the restart on the conversation's credential (%.1f%%)", tc.name, after.same, after.later, 100*after.rate())
