@@ -95,7 +95,8 @@ var newStateTicker = func(d time.Duration) (<-chan time.Time, func()) {
 // stateSync is the pool's memory of its state documents: what it last
 // wrote, which documents it has merged, what it warned about. Its mutex
 // makes rounds (the loop, the read at start, the write at shutdown) happen
-// one at a time; it is taken before no other lock of the pool is held.
+// one at a time; it is never taken while holding another lock of the
+// pool.
 type stateSync struct {
 	mu sync.Mutex
 	// loaded: a config read the documents at attach; later configs
@@ -115,12 +116,11 @@ type stateSync struct {
 	warned  map[string]string   // key → problem already logged
 	failing bool                // storage failed; warned once for this streak
 	writes  uint64              // documents written, for tests
-
 }
 
 // docStamp tells whether a document changed since it was last read.
 type docStamp struct {
-	modified time.Time
+	modified int64 // unix nanos
 	size     int64
 	members  uint64 // the pool's credential set version then
 }
@@ -398,7 +398,7 @@ func (p *Pool) loadState(ctx context.Context, a *Attachment) {
 	ctx, cancel := context.WithTimeout(ctx, stateTimeout)
 	defer cancel()
 	now := clock.Now()
-	p.mergeStates(ctx, a, storage, prefix, now, true)
+	p.storageOutcome(a, p.mergeStates(ctx, a, storage, prefix, now, true))
 	// What was just read is in storage already: nothing to write for it.
 	st.wroteChanges, st.wroteCools, st.wroteAt = p.Sessions.Changes(), p.coolPrint(), now
 }
@@ -609,7 +609,7 @@ func (p *Pool) mergeStates(ctx context.Context, a *Attachment, storage certmagic
 			firstErr = cmpErr(firstErr, fmt.Errorf("reading %s: %w", key, err))
 			continue
 		}
-		stamp := docStamp{modified: info.Modified, size: info.Size, members: members}
+		stamp := docStamp{modified: info.Modified.UnixNano(), size: info.Size, members: members}
 		if st.merged[key] == stamp {
 			continue
 		}

@@ -695,3 +695,19 @@ func TestStateHostileDocumentBounded(t *testing.T) {
 		t.Fatalf("warnings: %v", logs.All())
 	}
 }
+
+// Storage that fails when a pool starts is warned about once; the config
+// attaches and serves with the state it has.
+func TestStateStartWithStorageDown(t *testing.T) {
+	e := newStateEnv(t, "state-start-down")
+	e.storage.set(func(b *brokenStorage) { b.failList = true })
+	a := e.start("inst-a", true)
+	a.pool.Sessions.Bind("conv", "m", "a1")
+	a.sync()
+	if n := a.logs.FilterMessageSnippet("cannot save or merge").Len(); n != 1 {
+		t.Fatalf("%d warnings for one outage from start, want 1", n)
+	}
+	if id, ok := a.pool.Sessions.Get("conv", "m"); !ok || id != "a1" {
+		t.Fatal("serving lost its binding")
+	}
+}
