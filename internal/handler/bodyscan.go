@@ -43,8 +43,9 @@ var (
 //	Responses   usage.input_tokens, output_tokens,
 //	            input_tokens_details.cached_tokens
 //	            (SSE: response.usage of response.completed)
-//	Gemini      usageMetadata.promptTokenCount, candidatesTokenCount plus
-//	            thoughtsTokenCount, cachedContentTokenCount
+//	Gemini      usageMetadata.promptTokenCount plus toolUsePromptTokenCount,
+//	            candidatesTokenCount plus thoughtsTokenCount,
+//	            cachedContentTokenCount
 //
 // Providers repeat or grow the figures from event to event (message_start
 // and message_delta both carry them, every Gemini chunk may), so each figure
@@ -228,8 +229,8 @@ func (s *bodyScanner) object(o gjson.Result) {
 		var u Usage
 		m.ForEach(func(k, v gjson.Result) bool {
 			switch k.Str {
-			case "promptTokenCount":
-				u.Input = v.Int()
+			case "promptTokenCount", "toolUsePromptTokenCount":
+				u.Input += v.Int()
 			case "candidatesTokenCount", "thoughtsTokenCount":
 				u.Output += v.Int()
 			case "cachedContentTokenCount":

@@ -132,6 +132,7 @@ func TestUsageScanner(t *testing.T) {
 		{"gemini cache seen after its prompt", ctSSE, sse(
 			`data: {"usageMetadata":{"promptTokenCount":500}}`,
 			`data: {"usageMetadata":{"promptTokenCount":500,"cachedContentTokenCount":400,"candidatesTokenCount":3}}`), 200, "", Usage{100, 3, 400, 0}, true},
+		{"gemini tool-use prompt", ctJSON, `{"usageMetadata":{"promptTokenCount":10,"toolUsePromptTokenCount":5,"cachedContentTokenCount":4,"candidatesTokenCount":1,"totalTokenCount":16}}`, 200, "", Usage{11, 1, 4, 0}, true},
 		{"chat cached over prompt", ctJSON, `{"usage":{"prompt_tokens":5,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":50}}}`, 200, "", Usage{0, 1, 50, 0}, true},
 		{"anthropic read not taken off", ctJSON, `{"usage":{"input_tokens":5,"cache_read_input_tokens":50,"output_tokens":1}}`, 200, "", Usage{5, 1, 50, 0}, true},
 		{"no usage", ctJSON, `{"data":[{"embedding":[0.1]}]}`, 200, "", Usage{}, false},

@@ -533,6 +533,11 @@ func (p *Proxy) attempt(w http.ResponseWriter, r *http.Request, req *parsed, key
 		}
 	}
 	got, err := copyResponse(w, resp, req.createsResource)
+	if !req.route.Generation {
+		// Usage counts where the model ran: a stored response read back
+		// (GET /v1/responses/{id}) repeats figures already counted.
+		got.usage, got.reported = Usage{}, false
+	}
 	p.record(r, cred, got)
 	answered := &lastFailure{status: status, usage: got.usage}
 	if err != nil && !errors.Is(err, errClientWrite) && ctx.Err() == nil {

@@ -109,3 +109,32 @@ func TestUsageLedgerWithoutAccess(t *testing.T) {
 		t.Errorf("ledger %+v", ledger(p))
 	}
 }
+
+// TestUsageNotCountedForStoredResponses: reading a stored response back
+// repeats the usage of the run that created it; only the run's counts.
+func TestUsageNotCountedForStoredResponses(t *testing.T) {
+	fake := clock.NewFake(time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC))
+	stored := `{"id":"resp_1","object":"response","status":"completed","model":"gpt-5",` +
+		`"usage":{"input_tokens":300,"input_tokens_details":{"cached_tokens":200},"output_tokens":7}}`
+	up := &scriptedUpstream{t: t, scripts: map[string][]answer{"a": {{status: 200, body: stored}, {status: 200, body: stored}}}}
+	p := loopProxy(t, loopCase{provider: "openai", creds: []string{"a"}}, up, fake)
+	for _, r := range []*http.Request{
+		httptest.NewRequest(http.MethodPost, "/v1/responses", strings.NewReader(`{"model":"gpt-5","input":"hi"}`)),
+		httptest.NewRequest(http.MethodGet, "/v1/responses/resp_1", nil),
+	} {
+		w := httptest.NewRecorder()
+		if err := p.ServeHTTP(w, r); err != nil || w.Code != 200 {
+			t.Fatalf("%s %s: %d %v", r.Method, r.URL, w.Code, err)
+		}
+	}
+	got := ledger(p)
+	if run := got[pool.UsageKey{Auth: "a", Model: "gpt-5"}]; run != (pool.UsageCounts{Requests: 1, Tokens: pool.Tokens{Input: 100, Output: 7, CacheRead: 200}}) {
+		t.Errorf("the run: %+v", run)
+	}
+	if read := got[pool.UsageKey{Auth: "a"}]; read != (pool.UsageCounts{Requests: 1}) {
+		t.Errorf("the read: %+v", read)
+	}
+	if obs := p.Observer.(*recordingObserver); len(obs.usage) != 1 {
+		t.Errorf("observer got usage %d times", len(obs.usage))
+	}
+}

@@ -70,8 +70,9 @@ type UsageCounts struct {
 	// Requests counts client requests the credential answered or, when
 	// every attempt failed, was tried for last.
 	Requests uint64
-	// Failovers counts attempts that put the credential in cooldown and
-	// moved on to another.
+	// Failovers counts attempts of the credential that failed over to
+	// another (cooling it, unless the request names no model), as
+	// caddy_llm_proxy_failovers_total does.
 	Failovers uint64
 	Tokens
 }
@@ -99,8 +100,8 @@ func (p *Pool) RecordRequest(k UsageKey, t Tokens, now time.Time) {
 	p.usage.add(k, UsageCounts{Requests: 1, Tokens: t}, now)
 }
 
-// RecordFailover counts one attempt of credential k.Auth that put it in
-// cooldown and failed over.
+// RecordFailover counts one attempt of credential k.Auth that failed over
+// to another credential.
 func (p *Pool) RecordFailover(k UsageKey, now time.Time) {
 	p.usage.add(k, UsageCounts{Failovers: 1}, now)
 }
