@@ -536,3 +536,49 @@ func hostile(t *testing.T, n int) {
 		t.Fatalf("%d hostile requests failed: %v", len(failed), failed[:min(5, len(failed))])
 	}
 }
+
+// TestUsageSurvivesReload: the usage of a pool outlives a reload that
+// turns access on; requests made without a client key count under the
+// client "", shown as such in the report.
+func TestUsageSurvivesReload(t *testing.T) {
+	up := newUpstream(t, mockllm.Options{})
+	poolName := "usage-reload-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	site := func(access string) string {
+		return fmt.Sprintf(`	llm_proxy {
+		pool %s
+		management_secret usage-admin-secret
+		auth c1 {
+			provider claude
+			api_key sk-ant-one
+			base_url %s
+		}
+%s	}`, poolName, up.URL, access)
+	}
+	body := `{"model":"claude-sonnet-4-5","max_tokens":8,"messages":[{"role":"user","content":"hello"}]}`
+	loadConfig(t, t.TempDir(), site(""))
+	resp, b := call(t, http.MethodPost, "/v1/messages", nil, body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%d %s", resp.StatusCode, b)
+	}
+	before := reportedUsage(t, "anthropic", false, b)
+
+	loadConfig(t, t.TempDir(), site("\t\taccess {\n\t\t\tkey alice alice-client-key\n\t\t}\n"))
+	resp, b = call(t, http.MethodPost, "/v1/messages", map[string]string{"x-api-key": "alice-client-key"}, body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%d %s", resp.StatusCode, b)
+	}
+	after := reportedUsage(t, "anthropic", false, b)
+
+	rep := fetchUsage(t, poolName, "")
+	clients := byName(t, rep.Clients, func(r usageRow) *string { return r.Client })
+	if len(clients) != 2 || clients[""].Requests != 1 || clients[""].OutputTokens != before.Output ||
+		clients["alice"].Requests != 1 || clients["alice"].OutputTokens != after.Output {
+		t.Errorf("clients %+v", rep.Clients)
+	}
+	if got := rep.Totals.figures(); got.Requests != 2 || got.Input != before.Input+after.Input {
+		t.Errorf("totals %+v", got)
+	}
+	if v, ok := scrape(t, "caddy_llm_proxy_usage_requests_total", map[string]string{"pool": poolName, "client": "", "auth": "c1"}); !ok || v != 1 {
+		t.Errorf("unlabelled requests scraped %v (present %v)", v, ok)
+	}
+}
