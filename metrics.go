@@ -45,10 +45,10 @@ import (
 //	                                           (prompt tokens outside the cache), output,
 //	                                           cache_read, cache_write (read at scrape time)
 //	usage_requests_total{pool,client,auth,model}
-//	                                           client requests per client key label ("" without
-//	                                           one), the credential that answered or was tried
-//	                                           last, and the model the client named (read at
-//	                                           scrape time)
+//	                                           client requests that reached a credential, per
+//	                                           client key label ("" without one), the credential
+//	                                           that answered or was tried last, and the model
+//	                                           the client named (read at scrape time)
 //
 // Label values are pool names, credential IDs, client key labels, small
 // fixed sets and, in the two usage counters only, model names; never
@@ -138,7 +138,7 @@ func initMetrics() {
 				"Tokens the responses reported, per client key label, credential, model the client named, and type: input (prompt tokens neither read from nor written to the provider's cache), output, cache_read, cache_write. Model names past 256 per pool and client labels past 1024 count as \"other\".",
 				[]string{"pool", "client", "auth", "model", "type"}, nil),
 			requests: prometheus.NewDesc(metricsNamespace+"_usage_requests_total",
-				"Client requests per client key label (\"\" without one), the credential that answered or was tried last, and the model the client named. Model names past 256 per pool and client labels past 1024 count as \"other\".",
+				"Client requests that reached a credential, per client key label (\"\" without one), the credential that answered or was tried last, and the model the client named. Model names past 256 per pool and client labels past 1024 count as \"other\".",
 				[]string{"pool", "client", "auth", "model"}, nil),
 		}
 	})
