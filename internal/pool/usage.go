@@ -26,7 +26,9 @@ import (
 // else under client and model UsageOther. That last series is kept for
 // every credential beyond the bound, so per-credential figures are always
 // whole. Series idle for longer than the ledger reaches back are dropped
-// when room is needed (looked for at most once per usagePruneEvery).
+// when room is needed (looked for at most once per usagePruneEvery). A
+// series takes about 5 KB, so a pool's ledger stays under about 20 MB plus
+// 5 KB per credential.
 const (
 	// MaxUsageWindow is the longest window [Pool.Usage] answers for.
 	MaxUsageWindow = 24 * time.Hour
@@ -37,7 +39,7 @@ const (
 	usageMaxSeries  = 4096
 	usageMaxModels  = 256
 	usageMaxClients = 1024
-	usagePruneEvery = int64(time.Minute / time.Second)
+	usagePruneEvery = int64(time.Minute / time.Second) // in seconds
 
 	// usageMinutes one-minute buckets cover the current hour (and some of
 	// the one before); usageHours one-hour buckets cover the 24 complete
