@@ -692,7 +692,12 @@ func (p *Pool) mergeDoc(doc *stateDoc, now time.Time) {
 		if !serving[b.auth] {
 			continue
 		}
-		bs = append(bs, session.Binding{Key: b.key, Session: b.session, Client: b.client, Auth: doc.Auths[b.auth], LastUsed: time.UnixMilli(b.lastUsed)})
+		// A copy never wins a tie with the binding it was copied from
+		// (saved times are whole milliseconds): otherwise two instances
+		// holding one binding would take each other's copy, and write it,
+		// every round.
+		bs = append(bs, session.Binding{Key: b.key, Session: b.session, Client: b.client, Auth: doc.Auths[b.auth],
+			LastUsed: time.UnixMilli(b.lastUsed - 1)})
 	}
 	p.Sessions.Restore(bs)
 }

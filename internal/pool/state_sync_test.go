@@ -711,3 +711,38 @@ func TestStateStartWithStorageDown(t *testing.T) {
 		t.Fatal("serving lost its binding")
 	}
 }
+
+// Three instances holding copies of one instance's bindings settle: after
+// each has written its copy once, idle rounds write nothing.
+func TestStateCopiesSettle(t *testing.T) {
+	e := newStateEnv(t, "state-settle")
+	a, b, c := e.start("inst-a", true), e.start("inst-b", true), e.start("inst-c", true)
+	e.fake.Advance(1234567 * time.Nanosecond) // times off the millisecond
+	for i := range 50 {
+		c.pool.Sessions.Bind(fmt.Sprint("conv-", i), "m", "a2")
+	}
+	for range 6 {
+		c.sync()
+		a.sync()
+		b.sync()
+		e.fake.Advance(time.Second)
+	}
+	wa, wb, wc := a.writes(), b.writes(), c.writes()
+	for range 6 {
+		a.sync()
+		b.sync()
+		c.sync()
+		e.fake.Advance(time.Second)
+	}
+	if a.writes() != wa || b.writes() != wb || c.writes() != wc {
+		t.Fatalf("idle rounds wrote: A %d→%d, B %d→%d, C %d→%d", wa, a.writes(), wb, b.writes(), wc, c.writes())
+	}
+	if wa > 2 || wb > 2 || wc > 1 {
+		t.Fatalf("writes to settle: A %d, B %d, C %d", wa, wb, wc)
+	}
+	for _, in := range []*instance{a, b} {
+		if n := in.pool.Sessions.CountByAuth()["a2"]; n != 50 {
+			t.Fatalf("%s holds %d of C's bindings, want 50", in.id, n)
+		}
+	}
+}
