@@ -166,8 +166,10 @@ func (a *Attachment) Serve() {
 // Detach removes a's config from the pool, releasing the pool. When a was
 // the active config, its background work stops and the previous config
 // becomes active again: its members and binding TTL are applied, and its
-// background work restarts if it serves. Requests still being served
-// through the pool keep working. Calling Detach again does nothing.
+// background work restarts if it serves. When a was the last config
+// using the pool and its state loop ran, the pool's state document is
+// written once more (state.go). Requests still being served through the
+// pool keep working. Calling Detach again does nothing.
 func (a *Attachment) Detach() {
 	p := a.pool
 	p.life.Lock()
