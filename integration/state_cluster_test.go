@@ -255,6 +255,17 @@ func (n *stateNode) cooldowns(t *testing.T, pool string) map[string][]cooldownVi
 	return out
 }
 
+// credCooldowns returns every active cooldown of one credential of pool
+// (GET .../auths/<id>; the list of credentials shows at most 16).
+func (n *stateNode) credCooldowns(t *testing.T, pool, id string) []cooldownView {
+	t.Helper()
+	var v struct {
+		Cooldowns []cooldownView `json:"cooldowns"`
+	}
+	n.adminJSON(t, "/llm_proxy/pools/"+pool+"/auths/"+id, &v)
+	return v.Cooldowns
+}
+
 type cooldownView struct {
 	Model  string    `json:"model"`
 	Until  time.Time `json:"until"`
@@ -672,11 +683,7 @@ func TestHostileModelFloodAcrossInstances(t *testing.T) {
 	}
 	var onB []cooldownView
 	tookB := waitFor(t, 10*time.Second, "B to merge A's cooldowns", func() bool {
-		var v struct {
-			Cooldowns []cooldownView `json:"cooldowns"`
-		}
-		b.adminJSON(t, "/llm_proxy/pools/"+pool+"/auths/c1", &v)
-		onB = v.Cooldowns
+		onB = b.credCooldowns(t, pool, "c1")
 		return len(onB) >= len(saved)
 	})
 	t.Logf("A saved %d cooldowns within %v, B took them within %v more", len(saved), tookA.Round(time.Millisecond), tookB.Round(time.Millisecond))
