@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -372,8 +373,9 @@ func sendTurns(t *testing.T, convs []*stateConv, pick func(i int) *caddyProcess,
 // data directory (so the same instance ID) and storage: after SIGTERM and
 // after kill -9, the next turns of running conversations stay on their
 // credential with the default round_robin strategy, as they do when a new
-// instance (another data directory) takes the killed one's place; without
-// state_sync they are spread anew.
+// instance (another data directory) takes the killed one's place, and a
+// cooldown learnt before keeps new requests off its credential; without
+// state_sync conversations are spread anew and the cooldown is forgotten.
 func TestStateSurvivesRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real Caddy processes")
@@ -407,12 +409,44 @@ func TestStateSurvivesRestart(t *testing.T) {
 			if r := sendTurns(t, cs, func(int) *caddyProcess { return n.caddyProcess }, rng); r.same != convs {
 				t.Fatalf("turn 2 left its credential in %d of %d conversations before any restart", convs-r.same, convs)
 			}
+			// A cooldown too: claude-1 answers one request for another
+			// model with a long 429 (the running conversations' model
+			// stays served there).
+			up.SetFault("claude-1", mockllm.Fault{Status: 429, Headers: map[string]string{"Retry-After": "600"}, Times: 1})
+			probe := func(i int) int {
+				resp, err := http.Post("http://"+n.site+"/v1/messages", "application/json",
+					strings.NewReader(fmt.Sprintf(`{"model":"claude-opus-4-1","max_tokens":5,"messages":[{"role":"user","content":"probe %d"}]}`, i)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				return resp.StatusCode
+			}
+			for i := 0; i < 3; i++ {
+				if status := probe(i); status != http.StatusOK {
+					t.Fatalf("probe %d: status %d", i, status)
+				}
+			}
+			if up.Faults()["claude-1"].Times != 0 {
+				t.Fatal("no probe reached claude-1")
+			}
+			cooling := func() bool {
+				return slices.ContainsFunc(n.credCooldowns(t, pool, "c-one"), func(c cooldownView) bool {
+					return strings.Contains(c.Model, "claude-opus-4-1") && time.Until(c.Until) > 5*time.Minute
+				})
+			}
+			if !cooling() {
+				t.Fatalf("c-one not cooling for claude-opus-4-1 after its 429: %v", n.credCooldowns(t, pool, "c-one"))
+			}
 			id := n.instanceID(t)
 			doc := stateDocPath(storage, pool, id)
 			if tc.sig == syscall.SIGKILL {
 				// Nothing is written at a kill -9: wait until the periodic
 				// write has caught up with every binding.
-				waitFor(t, 20*time.Second, "the state document to hold every binding", func() bool { return docBindings(doc) >= convs })
+				waitFor(t, 20*time.Second, "the state document to hold every binding and the cooldown", func() bool {
+					b, _ := os.ReadFile(doc)
+					return docBindings(doc) >= convs && strings.Contains(string(b), "claude-opus-4-1")
+				})
 			}
 			n.stop(t, tc.sig)
 			if tc.sync == "off" {
@@ -438,11 +472,26 @@ func TestStateSurvivesRestart(t *testing.T) {
 			t.Logf("%s: %d/%d turns after the restart on the conversation's credential (%.1f%%)", tc.name, after.same, after.later, 100*after.rate())
 			if tc.sync == "off" {
 				// The control: without saved state the restart loses the
-				// bindings, and this measure shows it.
+				// bindings and the cooldown, and these measures show it.
 				if after.rate() >= 0.9 {
 					t.Fatalf("without state_sync %.1f%% of conversations stayed on their credential: the measure cannot tell", 100*after.rate())
 				}
+				if cooling() {
+					t.Fatal("without state_sync the cooldown outlived the restart")
+				}
 				return
+			}
+			if !cooling() {
+				t.Fatalf("the cooldown of c-one for claude-opus-4-1 did not outlive the restart: %v", n.credCooldowns(t, pool, "c-one"))
+			}
+			before := up.Stats()["claude-1"].Requests
+			for i := 3; i < 9; i++ {
+				if status := probe(i); status != http.StatusOK {
+					t.Fatalf("probe %d: status %d", i, status)
+				}
+			}
+			if got := up.Stats()["claude-1"].Requests - before; got != 0 {
+				t.Fatalf("%d new claude-opus-4-1 requests went to the cooling claude-1 after the restart", got)
 			}
 			if after.rate() < 0.99 {
 				t.Fatalf("only %d of %d conversations stayed on their credential after the restart", after.same, after.later)
