@@ -32,6 +32,7 @@ const (
 	uiSecret     = "ui-browser-secret-7f3a"
 	uiBulkCount  = 200
 	uiEvilLabel  = `<img src=x onerror="document.title='pwned'">`
+	uiEvilModel  = `claude-<img src=x onerror="document.title='pwned by model'">`
 	uiPageBudget = 90 * time.Second
 )
 
@@ -417,6 +418,13 @@ func TestStatusPageInBrowser(t *testing.T) {
 	uiRun(t, ctx, "clicking Enable on c1", chromedp.Click(chromedp.CSS(fmt.Sprintf(`section[data-pool=%q] tr[data-id="c1"] button[data-act=enable]`, uiTeamPool))))
 	uiWait(t, ctx, "c1 serving", fmt.Sprintf(`document.querySelector('section[data-pool=%q] tr[data-id="c1"]').dataset.state === "serving"`, uiTeamPool))
 
+	// A client names the model: a rate limit for a hostile model name puts
+	// that name on the operator's page, as text.
+	up.SetFault(mockllm.AnyKey, mockllm.Fault{Status: http.StatusTooManyRequests, Times: 1, Headers: map[string]string{"Retry-After": "3600"}})
+	body := fmt.Sprintf(`{"model":%q,"max_tokens":8,"messages":[{"role":"user","content":"hi"}]}`, uiEvilModel)
+	call(t, http.MethodPost, "/v1/messages", map[string]string{"x-api-key": "bob-key-1", "anthropic-version": "2023-06-01"}, body)
+	uiWait(t, ctx, "the hostile model's cooldown", fmt.Sprintf(`[...document.querySelectorAll('section[data-pool=%q] .c-state')].some(td => td.textContent.includes(%q))`, uiTeamPool, uiEvilModel))
+
 	// The attacker-named record shows as text; no element came of it.
 	bulk := uiPageRows(t, ctx, uiBulkPool)
 	if len(bulk) != uiBulkCount {
@@ -474,4 +482,60 @@ func uiCount(n int64) string {
 		return fmt.Sprintf("%.1fk", float64(n)/1000)
 	}
 	return strconv.FormatInt(n, 10)
+}
+
+// TestStatusPageLoginInBrowser logs a subscription in from the page: a new
+// login, then a login again to the credential it made, each completed by
+// pasting where the provider's page sent the browser.
+func TestStatusPageLoginInBrowser(t *testing.T) {
+	ctx := uiBrowser(t)
+	up := newUpstream(t, mockllm.Options{OAuthAccounts: oauthAccounts()})
+	dir := t.TempDir()
+	const poolName = "ui-login"
+	uiLoadConfig(t, dir, fmt.Sprintf(`	llm_proxy {
+		pool %s
+		rescan_interval 0
+		%s
+	}`, poolName, oauthBlocks(up.URL)))
+	sec := fmt.Sprintf(`section[data-pool=%q]`, poolName)
+	uiRun(t, ctx, "opening the page", chromedp.Navigate("http://"+adminAddr+"/llm_proxy/ui"))
+	uiWait(t, ctx, "the empty pool", fmt.Sprintf(`(document.querySelector(%q) || {textContent: ""}).textContent.includes("This pool has no credentials.")`, sec))
+
+	// login starts from the open panel, follows the URL the page shows as
+	// alice, and pastes where the provider sent the browser.
+	login := func(what string) {
+		t.Helper()
+		uiRun(t, ctx, what+": starting", chromedp.Click(chromedp.CSS(sec+` .login button.primary`)))
+		uiWait(t, ctx, what+": the authorize link", fmt.Sprintf(`!!document.querySelector(%q)`, sec+` .login a[href]`))
+		href := uiEval[string](t, ctx, fmt.Sprintf(`document.querySelector(%q).href`, sec+` .login a[href]`))
+		if !strings.HasPrefix(href, up.URL+"/v1/oauth/authorize?") {
+			t.Fatalf("%s: the page links to %s", what, href)
+		}
+		uiRun(t, ctx, what+": pasting",
+			chromedp.SendKeys(chromedp.CSS(sec+` .login input[type=text]`), browse(t, href, "alice")),
+			chromedp.Click(chromedp.CSS(sec+` .login button.primary`)))
+		uiWait(t, ctx, what+": the confirmation", fmt.Sprintf(`(document.querySelector(%q) || {textContent: ""}).textContent.startsWith("Logged in: claude-alice@example.com")`, sec+` .note.ok`))
+	}
+
+	uiRun(t, ctx, "opening a new login", chromedp.Click(chromedp.CSS(sec+` .head button`)))
+	login("new login")
+	const id = "claude-alice@example.com"
+	uiWait(t, ctx, "the new credential", fmt.Sprintf(`(() => { const r = document.querySelector(%q); return r && r.dataset.state === "serving"; })()`, sec+` tr[data-id="`+id+`"]`))
+	first, _ := up.OAuthTokens("alice")
+
+	// Logging in again to the credential replaces its tokens.
+	uiRun(t, ctx, "opening a login again", chromedp.Click(chromedp.CSS(sec+` tr[data-id="`+id+`"] button[data-act=login]`)))
+	login("login again")
+	admin := &adminClient{t: t}
+	views := authViews(t, admin.do(http.MethodGet, "/llm_proxy/pools/"+poolName+"/auths", "", http.StatusOK))
+	if len(views) != 1 || views[id]["kind"] != "access_token" || views[id]["email"] != "alice@example.com" {
+		t.Fatalf("after two logins: %v", views)
+	}
+	if again, _ := up.OAuthTokens("alice"); again == first {
+		t.Fatal("logging in again did not replace the tokens")
+	}
+	html := uiEval[string](t, ctx, `document.documentElement.outerHTML`)
+	if again, _ := up.OAuthTokens("alice"); strings.Contains(html, again.AccessToken) || strings.Contains(html, again.RefreshToken) {
+		t.Fatal("the page shows a token")
+	}
 }
