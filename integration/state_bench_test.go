@@ -29,7 +29,7 @@ func TestStateHitRateBench(t *testing.T) {
 		t.Skip("set LLMPROXY_STATE_BENCH=1 to run")
 	}
 	up := newUpstream(t, mockllmOpts())
-	bin := stateCaddy(t)
+	bin := buildCaddy(t)
 	if os.Getenv("LLMPROXY_STATE_BENCH") == "propagation" {
 		propagation(t, up, bin)
 		return
