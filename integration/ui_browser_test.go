@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/caddytest"
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
 	"github.com/caddy-llm-proxy/llmproxy/internal/mockllm"
@@ -537,5 +539,75 @@ func TestStatusPageLoginInBrowser(t *testing.T) {
 	html := uiEval[string](t, ctx, `document.documentElement.outerHTML`)
 	if again, _ := up.OAuthTokens("alice"); strings.Contains(html, again.AccessToken) || strings.Contains(html, again.RefreshToken) {
 		t.Fatal("the page shows a token")
+	}
+}
+
+// TestStatusPageWithoutUsage: when the usage route fails (a build without
+// it answers 501), the page shows the lifetime counts, labelled so, and
+// dashes for the usage columns.
+func TestStatusPageWithoutUsage(t *testing.T) {
+	ctx := uiBrowser(t)
+	up := newUpstream(t, mockllmOpts())
+	const poolName = "ui-no-usage"
+	uiLoadConfig(t, t.TempDir(), fmt.Sprintf(`	llm_proxy {
+		pool %s
+		rescan_interval 0
+		auth c1 {
+			provider claude
+			api_key sk-ant-one
+			base_url %[2]s
+		}
+		auth c2 {
+			provider claude
+			api_key sk-ant-two
+			base_url %[2]s
+		}
+	}`, poolName, up.URL))
+	up.SetFault("sk-ant-two", mockllm.Fault{Status: http.StatusInternalServerError, Times: 2})
+	for i := range 7 {
+		if st := uiSend("", fmt.Sprintf("no-usage-%d", i)); st != http.StatusOK {
+			t.Fatalf("request %d: status %d", i, st)
+		}
+	}
+	// The page's own fetch of .../usage answers 501 as the route did
+	// before it was built; everything else goes to Caddy.
+	notBuilt := `(() => {
+		const real = window.fetch;
+		window.fetch = (url, init) => String(url).includes("/usage?")
+			? Promise.resolve(new Response('{"error":"usage is not built yet"}', {status: 501, headers: {"Content-Type": "application/json"}}))
+			: real(url, init);
+	})()`
+	uiRun(t, ctx, "stubbing the usage route", func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
+		_, err := cdp.Call(ctx, tg, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: notBuilt})
+		return chromedp.Void{}, err
+	}, chromedp.Navigate("http://"+adminAddr+"/llm_proxy/ui"))
+	sec := fmt.Sprintf(`section[data-pool=%q]`, poolName)
+	uiWait(t, ctx, "two rows", fmt.Sprintf(`document.querySelectorAll(%q).length === 2`, sec+` table.creds tbody tr[data-id]`))
+
+	heads := uiEval[[]string](t, ctx, fmt.Sprintf(`[...document.querySelectorAll(%q)].map(th => th.textContent)`, sec+` table.creds th`))
+	if !strings.Contains(strings.Join(heads, "|"), "Successes (lifetime)|Failures (lifetime)|Cache hit 1h") {
+		t.Fatalf("headers without usage: %q", heads)
+	}
+	note := uiEval[string](t, ctx, fmt.Sprintf(`document.querySelector(%q).textContent`, sec+` .usage-note`))
+	if !strings.Contains(note, "usage is not built yet") || !strings.Contains(note, "lifetime") {
+		t.Fatalf("usage note: %q", note)
+	}
+	admin := &adminClient{t: t}
+	views := authViews(t, admin.do(http.MethodGet, "/llm_proxy/pools/"+poolName+"/auths", "", http.StatusOK))
+	rows := uiPageRows(t, ctx, poolName)
+	var failures int64
+	for _, id := range []string{"c1", "c2"} {
+		v, r := views[id], rows[id]
+		succ, fail := int64(v["successes"].(float64)), int64(v["failures"].(float64))
+		failures += fail
+		if r.Requests != uiCount(succ) || r.Failovers != uiCount(fail) || r.Cache != "\u2014" || r.Tokens != "\u2014" {
+			t.Fatalf("%s: page shows %+v, admin API %d successes, %d failures", id, r, succ, fail)
+		}
+	}
+	if faults := up.Stats()["claude-2"].Faults; failures != faults || faults == 0 {
+		t.Fatalf("the mock answered c2 with %d 500s, the page shows %d failures", faults, failures)
+	}
+	if got := uiEval[string](t, ctx, fmt.Sprintf(`document.querySelector(%q).textContent`, sec+` table.clients tbody`)); !strings.Contains(got, "unavailable \u2014") {
+		t.Fatalf("clients without usage: %q", got)
 	}
 }
