@@ -301,7 +301,7 @@ func (p *Pool) startLoop(a *Attachment) {
 	}
 	if state {
 		p.state.synced.Store(true)
-		tick, stopTicker := newStateTicker(a.cfg.StateSync)
+		tick, stopTicker := newStateTicker(stateTick(a.cfg.StateSync))
 		wg.Go(func() { p.stateLoop(ctx, a, tick, stopTicker) })
 	}
 	go func() {

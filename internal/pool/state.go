@@ -399,8 +399,17 @@ func (p *Pool) loadState(ctx context.Context, a *Attachment) {
 	defer cancel()
 	now := clock.Now()
 	p.storageOutcome(a, p.mergeStates(ctx, a, storage, prefix, now, true))
-	// What was just read is in storage already: nothing to write for it.
-	st.wroteChanges, st.wroteCools, st.wroteAt = p.Sessions.Changes(), p.coolPrint(), now
+	// What was just read is in storage already: nothing to write for it,
+	// and news may be written at once.
+	st.wroteChanges, st.wroteCools, st.wroteAt = p.Sessions.Changes(), p.coolPrint(), now.Add(-a.cfg.StateSync)
+}
+
+// stateTick is how often the state loop looks for news for a state_sync
+// of period: four times per period (no more often than every 50ms), so
+// that news is written soon after it happens rather than up to a period
+// later, while writes stay at most one per period.
+func stateTick(period time.Duration) time.Duration {
+	return max(period/4, min(period, 50*time.Millisecond))
 }
 
 // stateLoop saves and merges state on every tick until ctx ends.
@@ -417,8 +426,9 @@ func (p *Pool) stateLoop(ctx context.Context, a *Attachment, tick <-chan time.Ti
 }
 
 // syncState is one round of the state loop: write this instance's
-// document if something changed since the last write (or it is due for a
-// heartbeat), then merge the other documents that changed and delete
+// document if something changed since the last write and that write is a
+// period old (or a heartbeat is due), then merge the other documents that
+// changed (a listing and one Stat per document when none did) and delete
 // expired ones.
 func (p *Pool) syncState(ctx context.Context, a *Attachment) {
 	st := &p.state
@@ -462,11 +472,15 @@ func (p *Pool) saveStateOnExit(a *Attachment) {
 }
 
 // saveStateIfChanged writes the document when the bindings or cooldowns
-// changed since the last write, or the last write is stateHeartbeat old.
+// changed since the last write and that write is a.cfg.StateSync old (at
+// most one write per period), or the last write is stateHeartbeat old.
 // Must hold p.state.mu.
 func (p *Pool) saveStateIfChanged(ctx context.Context, a *Attachment, storage certmagic.Storage, prefix string, now time.Time) error {
 	st := &p.state
-	if p.Sessions.Changes() == st.wroteChanges && p.coolPrint() == st.wroteCools && now.Sub(st.wroteAt) < stateHeartbeat {
+	since := now.Sub(st.wroteAt)
+	due := since >= stateHeartbeat ||
+		since >= a.cfg.StateSync && (p.Sessions.Changes() != st.wroteChanges || p.coolPrint() != st.wroteCools)
+	if !due {
 		return nil
 	}
 	return p.saveState(ctx, a, storage, prefix, now)

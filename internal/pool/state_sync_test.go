@@ -253,7 +253,13 @@ func TestStateResetClearsEverywhere(t *testing.T) {
 	if st := cred(t, b.pool, "a1").State(now); st != StateCooling {
 		t.Fatalf("B: a1 is %s after A's 401, want cooling", st)
 	}
-	b.sync() // B's document now holds the cooldown too
+	// B writes its document for news of its own: it holds the merged
+	// cooldown too.
+	b.pool.Sessions.Bind("other", "m", "a2")
+	b.sync()
+	if cools := e.readDoc("inst-b")["credentials"]; !strings.Contains(fmt.Sprint(cools), failure.ReasonAuthFailed) {
+		t.Fatalf("B's document does not hold the merged cooldown: %v", cools)
+	}
 	e.fake.Advance(time.Second)
 	cred(t, a.pool, "a1").Reset()
 	a.sync()
@@ -743,6 +749,41 @@ func TestStateCopiesSettle(t *testing.T) {
 	for _, in := range []*instance{a, b} {
 		if n := in.pool.Sessions.CountByAuth()["a2"]; n != 50 {
 			t.Fatalf("%s holds %d of C's bindings, want 50", in.id, n)
+		}
+	}
+}
+
+// News is written on the first round after it, unless the last write is
+// less than a period old: then on the first round a period after it.
+func TestStateWritesAtMostOncePerPeriod(t *testing.T) {
+	e := newStateEnv(t, "state-period")
+	a := e.start("inst-a", true)
+	a.pool.Sessions.Bind("one", "m", "a1")
+	a.sync()
+	if a.writes() != 1 {
+		t.Fatalf("%d writes: news must be written at the first round", a.writes())
+	}
+	for i := range 3 {
+		e.fake.Advance(250 * time.Millisecond)
+		a.pool.Sessions.Bind(fmt.Sprint("more-", i), "m", "a1")
+		a.sync()
+	}
+	if a.writes() != 1 {
+		t.Fatalf("%d writes within one period of 1s", a.writes())
+	}
+	e.fake.Advance(250 * time.Millisecond)
+	a.sync()
+	if a.writes() != 2 {
+		t.Fatalf("%d writes a period after the last, want 2", a.writes())
+	}
+	for _, tc := range []struct{ period, tick time.Duration }{
+		{2 * time.Second, 500 * time.Millisecond},
+		{200 * time.Millisecond, 50 * time.Millisecond},
+		{100 * time.Millisecond, 50 * time.Millisecond},
+		{10 * time.Millisecond, 10 * time.Millisecond},
+	} {
+		if got := stateTick(tc.period); got != tc.tick {
+			t.Errorf("state_sync %v ticks every %v, want %v", tc.period, got, tc.tick)
 		}
 	}
 }
