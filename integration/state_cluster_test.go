@@ -605,6 +605,20 @@ func stateSharedAcrossInstances(t *testing.T, bin string) {
 		}
 	})
 
+	t.Run("admin reset on B clears A's cooldown everywhere", func(t *testing.T) {
+		if status, body, err := b.adminDo(http.MethodPost, "/llm_proxy/pools/"+pool+"/auths/c-one/reset", "", ""); err != nil || status != http.StatusOK {
+			t.Fatalf("reset on B: %d %v %s", status, err, body)
+		}
+		for _, n := range nodes {
+			waitFor(t, 10*time.Second, n.name+" to clear the cooldown of c-one", func() bool { return len(n.cooldowns(t, pool)["c-one"]) == 0 })
+		}
+		// A, which learnt the cooldown itself, serves c-one again too.
+		r := sendTurns(t, newStateConvs("after-reset", 6), func(int) *caddyProcess { return a.caddyProcess }, nil)
+		if r.spread["claude-1"] == 0 {
+			t.Fatalf("A kept new conversations off c-one after the reset on B: %v", r.spread)
+		}
+	})
+
 	t.Run("the document of an instance gone for 24h is deleted", func(t *testing.T) {
 		p := stateDocPath(storage, pool, stale)
 		waitFor(t, 10*time.Second, "the stale document to be deleted", func() bool {
