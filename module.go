@@ -91,14 +91,16 @@ type Handler struct {
 	// rescans off. Default: 30s.
 	RescanInterval *caddy.Duration `json:"rescan_interval,omitempty"`
 
-	// StateSync is how often the pool's session bindings and cooldowns
-	// are saved to its storage (when they changed) and the other
-	// instances' saved state is merged, so that instances sharing the
-	// storage, and this one after a restart, keep conversations on their
-	// credential and stay off cooling ones. Each instance writes one
-	// document, llm_proxy/<pool>/state/<instance>.json, also once at
-	// shutdown, and reads all of them when it starts. 0 means the
-	// default, 2s; a negative value turns it off (state stays in memory).
+	// StateSync shares the pool's session bindings and cooldowns through
+	// its storage, so that instances sharing the storage, and this one
+	// after a restart, keep conversations on their credential and stay
+	// off cooling ones. Each instance writes one document,
+	// llm_proxy/<pool>/state/<instance>.json (never under
+	// storage_prefix), when something changed but at most once per
+	// StateSync, and once at shutdown; it looks at the other instances'
+	// documents four times per StateSync and reads all of them when it
+	// starts. 0 means the default, 2s; a negative value turns it off
+	// (state stays in memory).
 	StateSync caddy.Duration `json:"state_sync,omitempty"`
 
 	// Routing chooses credentials for requests.
