@@ -53,6 +53,7 @@ func TestStateAcrossProcesses(t *testing.T) {
 	t.Run("restart", func(t *testing.T) { stateSurvivesRestart(t, bin) })
 	t.Run("shared", func(t *testing.T) { stateSharedAcrossInstances(t, bin) })
 	t.Run("hostile model flood", func(t *testing.T) { hostileModelFloodAcrossInstances(t, bin) })
+	t.Run("admin session drop", func(t *testing.T) { adminDropAcrossInstances(t, bin) })
 }
 
 // stateNode is one Caddy instance that can be stopped and started again as
@@ -750,4 +751,42 @@ func slicesContain(s []string, v string) bool {
 		}
 	}
 	return false
+}
+
+// adminDropAcrossInstances: bindings an operator dropped on A (DELETE
+// .../sessions) do not come back to A from B's document once B writes it
+// again, and the conversation's next turn on A is routed afresh.
+func adminDropAcrossInstances(t *testing.T, bin string) {
+	if os.Getenv("LLMPROXY_KNOWN_FAILURES") == "" {
+		t.Skip("known failure (13c-findings 3): a drop on one instance is undone by the next merge of another's document; LLMPROXY_KNOWN_FAILURES=1 runs it")
+	}
+	up := newUpstream(t, mockllmOpts())
+	const pool = "drop"
+	storage := t.TempDir()
+	body := stateSite(pool, up.URL, testStateSync)
+	a := newStateNode(t, "A", bin, storage, body)
+	b := newStateNode(t, "B", bin, storage, body)
+	total := func(n *stateNode) int {
+		sum := 0
+		for _, v := range n.sessions(t, pool) {
+			sum += v
+		}
+		return sum
+	}
+	convs := newStateConvs("dropped", 6)
+	sendTurns(t, convs, func(int) *caddyProcess { return a.caddyProcess }, nil)
+	waitFor(t, 10*time.Second, "B to adopt A's bindings", func() bool { return total(b) == len(convs) })
+	if status, out, err := a.adminDo(http.MethodDelete, "/llm_proxy/pools/"+pool+"/sessions", "", ""); err != nil || status != http.StatusOK {
+		t.Fatalf("DELETE sessions on A: %d %v %s", status, err, out)
+	}
+	// B writes its document again (a new conversation of its own) and A
+	// merges it.
+	bDoc := stateDocPath(storage, pool, b.instanceID(t))
+	was := docBindings(bDoc)
+	sendTurns(t, newStateConvs("b-only", 1), func(int) *caddyProcess { return b.caddyProcess }, nil)
+	waitFor(t, 10*time.Second, "B to write its document", func() bool { return docBindings(bDoc) > was })
+	waitFor(t, 10*time.Second, "A to merge B's new binding", func() bool { return total(a) >= 1 })
+	if got := total(a); got != 1 {
+		t.Fatalf("A holds %d bindings after the drop and a merge of B's document, want only B's new one: the dropped ones came back", got)
+	}
 }
