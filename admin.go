@@ -55,6 +55,12 @@ const (
 //	POST   /llm_proxy/pools/<pool>/logins            start an OAuth login: login_id and the URL to open
 //	POST   /llm_proxy/pools/<pool>/logins/<login_id> complete it with the pasted redirect URL or code
 //	DELETE /llm_proxy/pools/<pool>/logins/<login_id> cancel it
+//	GET    /llm_proxy/ui                             the status page for a browser; its JSON API is under /llm_proxy/ui/api
+//
+// Caddy's admin endpoint refuses a browser that opens the status page by
+// its address (the request names no origin) unless the admin origins allow
+// the empty one: admin localhost:2019 { origins localhost:2019
+// 127.0.0.1:2019 [::1]:2019 "" }.
 //
 // When the pool's handler has a management_secret, every route of that
 // pool needs "Authorization: Bearer <secret>"; 5 wrong secrets from one

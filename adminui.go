@@ -197,7 +197,8 @@ func uiPools() []uiPool {
 	return out
 }
 
-// lookupPool returns the pool name and its configured management secret.
+// lookupPool returns the pool named name and its configured management
+// secret (placeholders not expanded).
 func lookupPool(name string) (*pool.Pool, string, error) {
 	p, ok := pool.Lookup(name)
 	if !ok {

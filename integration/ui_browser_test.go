@@ -460,7 +460,19 @@ func TestStatusPageInBrowser(t *testing.T) {
 	uiRun(t, ctx, "widening the filter", chromedp.SendKeys(chromedp.CSS("#filter"), "\b"))
 	uiWait(t, ctx, "all rows", fmt.Sprintf(`document.querySelectorAll('section[data-pool=%q] table.creds tbody tr[data-id]').length === %d`, uiBulkPool, uiBulkCount))
 
-	// Sorting by state puts the cooling or disabled rows last.
+	// A refresh keeps the scroll position and the focused button.
+	uiEval[int](t, ctx, fmt.Sprintf(`(document.querySelector(%q).focus(), window.scrollTo(0, 3000), window.scrollY)`,
+		fmt.Sprintf(`section[data-pool=%q] tr[data-id="bulk-150"] button[data-act=disable]`, uiBulkPool)))
+	scrolled := uiEval[int](t, ctx, `window.scrollY`)
+	uiWaitRenders(t, ctx, 2)
+	if y := uiEval[int](t, ctx, `window.scrollY`); y != scrolled || scrolled == 0 {
+		t.Fatalf("scrolled to %d, after two refreshes at %d", scrolled, y)
+	}
+	if got := uiEval[string](t, ctx, `document.activeElement.closest("tr") ? document.activeElement.closest("tr").dataset.id + " " + document.activeElement.dataset.act : ""`); got != "bulk-150 disable" {
+		t.Fatalf("after two refreshes the focus is on %q", got)
+	}
+
+	// Sorting by credential, descending.
 	uiRun(t, ctx, "sorting by credential, descending",
 		chromedp.Click(chromedp.CSS(fmt.Sprintf(`section[data-pool=%q] th[data-sort=id]`, uiBulkPool))))
 	if first := uiEval[string](t, ctx, fmt.Sprintf(`document.querySelector('section[data-pool=%q] table.creds tbody tr[data-id]').dataset.id`, uiBulkPool)); first != "bulk-199" {
