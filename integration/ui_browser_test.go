@@ -623,3 +623,58 @@ func TestStatusPageWithoutUsage(t *testing.T) {
 		t.Fatalf("clients without usage: %q", got)
 	}
 }
+
+// TestStatusPageNavigationNeedsEmptyOrigin pins down what README and the
+// AdminAPI doc tell operators: Caddy's admin endpoint refuses a browser's
+// navigation to the page (Sec-Fetch-Mode without Origin or Referer) with
+// its default origins, and serves it once the empty origin is allowed; the
+// page's own requests carry a same-origin Referer and pass either way.
+func TestStatusPageNavigationNeedsEmptyOrigin(t *testing.T) {
+	site := `	llm_proxy {
+		pool ui-origins
+		rescan_interval 0
+	}`
+	get := func(path string, headers map[string]string) int {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodGet, "http://"+adminAddr+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range headers {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	navigate := map[string]string{"Sec-Fetch-Mode": "navigate", "Sec-Fetch-Site": "none", "Sec-Fetch-Dest": "document"}
+	fromPage := map[string]string{"Sec-Fetch-Mode": "cors", "Sec-Fetch-Site": "same-origin", "Referer": "http://" + adminAddr + "/llm_proxy/ui"}
+	crossSite := map[string]string{"Sec-Fetch-Mode": "cors", "Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"}
+
+	loadConfig(t, t.TempDir(), site)
+	if got := get("/llm_proxy/ui", navigate); got != http.StatusForbidden {
+		t.Fatalf("default origins: a navigation got %d; if Caddy now allows it, drop the origins advice from README and AdminAPI", got)
+	}
+	if got := get("/llm_proxy/ui/api/pools", fromPage); got != http.StatusOK {
+		t.Fatalf("default origins: the page's request got %d", got)
+	}
+
+	uiLoadConfig(t, t.TempDir(), site)
+	for _, tc := range []struct {
+		path    string
+		headers map[string]string
+		want    int
+	}{
+		{"/llm_proxy/ui", navigate, http.StatusOK},
+		{"/llm_proxy/ui/api/pools", fromPage, http.StatusOK},
+		{"/llm_proxy/ui/api/pools", crossSite, http.StatusForbidden},
+		{"/llm_proxy/ui/api/pools", map[string]string{"Sec-Fetch-Mode": "no-cors", "Referer": ""}, http.StatusBadRequest},
+	} {
+		if got := get(tc.path, tc.headers); got != tc.want {
+			t.Fatalf("origins with \"\": GET %s with %v: %d, want %d", tc.path, tc.headers, got, tc.want)
+		}
+	}
+}
