@@ -38,6 +38,10 @@ type Credential struct {
 	// pool's state document is written only when it has news (state.go).
 	changes atomic.Uint64
 
+	// sessionsDropped is when this instance last dropped the
+	// credential's session bindings (Pool.DropSessions), in unix nanos.
+	sessionsDropped atomic.Int64
+
 	successes atomic.Uint64
 	failures  atomic.Uint64
 

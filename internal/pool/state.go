@@ -115,6 +115,10 @@ type stateSync struct {
 	merged  map[string]docStamp // key → the version of the document last merged or skipped
 	warned  map[string]string   // key → problem already logged
 	failing bool                // storage failed; warned once for this streak
+
+	// dropped is when all of the pool's bindings were last dropped
+	// (DropSessions), in unix nanos.
+	dropped atomic.Int64
 	writes  uint64              // documents written, for tests
 }
 
@@ -696,14 +700,20 @@ func (p *Pool) mergeDoc(doc *stateDoc, now time.Time) {
 	if len(doc.Bindings) == 0 {
 		return
 	}
+	// Bindings to credentials that serve here, and used after this
+	// instance last dropped them.
 	serving := make([]bool, len(doc.Auths))
+	dropped := make([]int64, len(doc.Auths))
 	for i, id := range doc.Auths {
 		c, ok := p.Get(id)
 		serving[i] = ok && !c.Auth().Disabled
+		if ok {
+			dropped[i] = max(p.state.dropped.Load(), c.sessionsDropped.Load())
+		}
 	}
 	bs := make([]session.Binding, 0, len(doc.Bindings))
 	for _, b := range doc.Bindings {
-		if !serving[b.auth] {
+		if !serving[b.auth] || time.UnixMilli(b.lastUsed).UnixNano() <= dropped[b.auth] {
 			continue
 		}
 		// A copy never wins a tie with the binding it was copied from
@@ -743,5 +753,32 @@ func (p *Pool) storageOutcome(a *Attachment, err error) {
 	case err == nil && st.failing:
 		st.failing = false
 		a.cfg.Logger.Info("state storage answers again; sharing session bindings and cooldowns", zap.String("pool", p.name))
+	}
+}
+
+// DropSessions drops the pool's session bindings: all of them, or only
+// those to the credential authID when it is not "". It returns how many it
+// dropped. Bindings saved by other instances, or by this one, that were
+// last used before the drop are not taken back when their documents are
+// merged later; other instances keep theirs.
+func (p *Pool) DropSessions(authID string) int {
+	now := clock.Now().UnixNano()
+	if authID == "" {
+		storeMax(&p.state.dropped, now)
+		return p.Sessions.Clear()
+	}
+	if c, ok := p.Get(authID); ok {
+		storeMax(&c.sessionsDropped, now)
+	}
+	return p.Sessions.InvalidateAuth(authID)
+}
+
+// storeMax stores v in a unless a holds more.
+func storeMax(a *atomic.Int64, v int64) {
+	for {
+		old := a.Load()
+		if old >= v || a.CompareAndSwap(old, v) {
+			return
+		}
 	}
 }

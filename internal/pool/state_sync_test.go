@@ -787,3 +787,39 @@ func TestStateWritesAtMostOncePerPeriod(t *testing.T) {
 		}
 	}
 }
+
+// Bindings dropped through DropSessions are not taken back from another
+// instance's document; bindings used after the drop are.
+func TestStateDroppedSessionsStayDropped(t *testing.T) {
+	e := newStateEnv(t, "state-drop")
+	a, b := e.start("inst-a", true), e.start("inst-b", true)
+	a.pool.Sessions.Bind("old-1", "m", "a1")
+	a.pool.Sessions.Bind("old-2", "m", "a2")
+	a.sync()
+	b.sync()
+	e.fake.Advance(time.Second)
+	if n := a.pool.DropSessions("a1"); n != 1 {
+		t.Fatalf("dropped %d bindings of a1, want 1", n)
+	}
+	e.fake.Advance(time.Second)
+	b.pool.Sessions.Bind("new", "m", "a1")
+	b.sync() // B's document: old-1, old-2 and new
+	a.sync()
+	if _, ok := a.pool.Sessions.Get("old-1", "m"); ok {
+		t.Fatal("a binding dropped on A came back from B's document")
+	}
+	if id, ok := a.pool.Sessions.Get("new", "m"); !ok || id != "a1" {
+		t.Fatal("a binding made after the drop was not taken")
+	}
+	e.fake.Advance(time.Second)
+	if n := a.pool.DropSessions(""); n != 2 {
+		t.Fatalf("dropped %d bindings, want 2", n)
+	}
+	e.fake.Advance(time.Second)
+	b.pool.Sessions.Bind("newer", "m", "a3")
+	b.sync()
+	a.sync()
+	if n := a.pool.Sessions.Len(); n != 1 {
+		t.Fatalf("%d bindings on A after dropping all and merging B's newer one, want 1", n)
+	}
+}
