@@ -119,7 +119,7 @@ type stateSync struct {
 	// dropped is when all of the pool's bindings were last dropped
 	// (DropSessions), in unix nanos.
 	dropped atomic.Int64
-	writes  uint64              // documents written, for tests
+	writes  uint64 // documents written, for tests
 }
 
 // docStamp tells whether a document changed since it was last read.
