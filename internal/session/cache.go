@@ -855,12 +855,19 @@ func (r *restorer) take(c *Cache, b *Binding, auth string, t int64) bool {
 	}
 	e := &s.slab[i]
 	e.auth, e.lastUsed = auth, t
-	s.insertAfter(i, s.behind(r.last.i, t))
+	// A cursor is never i itself while the clock runs forward (i was
+	// older than t); the checks keep a clock stepped back from linking i
+	// behind itself.
+	start := r.last.i
+	if start == i {
+		start = -1
+	}
+	s.insertAfter(i, s.behind(start, t))
 	r.last = cursor{i: i, key: b.Key}
 	if b.Client != 0 {
 		e.client = b.Client
 		start := int32(-1)
-		if k, ok := r.clients[b.Client]; ok {
+		if k, ok := r.clients[b.Client]; ok && k.i != i {
 			start = k.i
 		}
 		s.clientInsertAfter(i, s.clientBehind(b.Client, start, t))
@@ -871,10 +878,13 @@ func (r *restorer) take(c *Cache, b *Binding, auth string, t int64) bool {
 }
 
 // behind returns the last binding of the shard's list last used at t or
-// later, walking from start (a binding last used at t or later; -1 for
-// the head); -1 when there is none.
+// later, walking from start (a binding in the list; -1 for the head); -1
+// when there is none.
 func (s *shard) behind(start int32, t int64) int32 {
 	p := start
+	if p >= 0 && s.slab[p].lastUsed < t {
+		p = -1 // not a valid start after all
+	}
 	if p < 0 {
 		if p = s.head; p < 0 || s.slab[p].lastUsed < t {
 			return -1
@@ -906,6 +916,9 @@ func (s *shard) insertAfter(i, p int32) {
 // clientBehind is behind for the list of client ch.
 func (s *shard) clientBehind(ch uint64, start int32, t int64) int32 {
 	p := start
+	if p >= 0 && s.slab[p].lastUsed < t {
+		p = -1
+	}
 	if p < 0 {
 		cl := s.clients[ch]
 		if cl == nil {
