@@ -53,6 +53,8 @@ func TestStateAcrossProcesses(t *testing.T) {
 	t.Run("restart", func(t *testing.T) { stateSurvivesRestart(t, bin) })
 	t.Run("shared", func(t *testing.T) { stateSharedAcrossInstances(t, bin) })
 	t.Run("hostile model flood", func(t *testing.T) { hostileModelFloodAcrossInstances(t, bin) })
+	t.Run("rolling deploy", func(t *testing.T) { stateAcrossConfigs(t, bin) })
+	t.Run("storage outage", func(t *testing.T) { stateStorageOutage(t, bin) })
 	t.Run("admin session drop", func(t *testing.T) { adminDropAcrossInstances(t, bin) })
 }
 
@@ -789,4 +791,112 @@ func adminDropAcrossInstances(t *testing.T, bin string) {
 	if got := total(a); got != 1 {
 		t.Fatalf("A holds %d bindings after the drop and a merge of B's document, want only B's new one: the dropped ones came back", got)
 	}
+}
+
+// stateAcrossConfigs runs two instances whose configs differ, as during a
+// rolling deploy that removes c-three: B never uses a binding or cooldown
+// of a credential it does not have, moves those conversations to its own
+// credentials without an error, and A then follows B's newer choice.
+func stateAcrossConfigs(t *testing.T, bin string) {
+	up := newUpstream(t, mockllmOpts())
+	const pool = "rolling"
+	storage := t.TempDir()
+	a := newStateNode(t, "A", bin, storage, stateSite(pool, up.URL, testStateSync))
+	b := newStateNode(t, "B", bin, storage, stateSite(pool, up.URL, testStateSync, "one", "two"))
+	// A cooldown of c-three on A, for a model of its own.
+	up.SetFault("claude-3", mockllm.Fault{Status: 429, Headers: map[string]string{"Retry-After": "600"}, Times: 1})
+	for i := 0; i < 3; i++ {
+		resp, err := http.Post("http://"+a.site+"/v1/messages", "application/json",
+			strings.NewReader(fmt.Sprintf(`{"model":"claude-opus-4-1","max_tokens":5,"messages":[{"role":"user","content":"rolling %d"}]}`, i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	convs := newStateConvs("rolling", 30)
+	sendTurns(t, convs, func(int) *caddyProcess { return a.caddyProcess }, nil)
+	onA := a.sessions(t, pool)
+	if onA["c-three"] == 0 {
+		t.Fatalf("no conversation on c-three: %v", onA)
+	}
+	waitFor(t, 10*time.Second, "B to adopt A's bindings to the credentials it has", func() bool {
+		s := b.sessions(t, pool)
+		return s["c-one"] >= onA["c-one"] && s["c-two"] >= onA["c-two"]
+	})
+	if s := b.sessions(t, pool); s["c-three"] != 0 {
+		t.Fatalf("B took bindings to a credential it does not have: %v", s)
+	}
+	// By then B has merged A's document with its cooldown: none lands on
+	// another credential.
+	if len(a.credCooldowns(t, pool, "c-three")) == 0 {
+		t.Fatal("A did not cool c-three")
+	}
+	for id, cds := range b.cooldowns(t, pool) {
+		if len(cds) != 0 {
+			t.Fatalf("B cools %s after merging A's cooldown of c-three: %v", id, cds)
+		}
+	}
+	moved := map[*stateConv]bool{}
+	staying := 0
+	for _, c := range convs {
+		moved[c] = c.cred == "claude-3"
+		if !moved[c] {
+			staying++
+		}
+	}
+	r := sendTurns(t, convs, func(int) *caddyProcess { return b.caddyProcess }, nil)
+	if r.spread["claude-3"] != 0 {
+		t.Fatalf("B sent %d turns to the credential it does not have", r.spread["claude-3"])
+	}
+	if r.same != staying {
+		t.Fatalf("%d of %d conversations on B's credentials stayed there", r.same, staying)
+	}
+	// A adopts B's newer bindings of the moved conversations.
+	waitFor(t, 10*time.Second, "A to follow B's moves", func() bool { return a.sessions(t, pool)["c-three"] == 0 })
+	for i, c := range convs {
+		was := c.cred
+		sendTurns(t, []*stateConv{c}, func(int) *caddyProcess { return a.caddyProcess }, nil)
+		if c.cred != was {
+			t.Fatalf("conversation %d (moved: %v) went to %s on A, B had it on %s", i, moved[c], c.cred, was)
+		}
+	}
+}
+
+// stateStorageOutage breaks the state directory under a running instance
+// (a file where the directory was): serving goes on, one warning is logged
+// for the outage, and once the directory is back the document is written
+// again.
+func stateStorageOutage(t *testing.T, bin string) {
+	up := newUpstream(t, mockllmOpts())
+	const pool = "outage"
+	storage := t.TempDir()
+	n := newStateNode(t, "solo", bin, storage, stateSite(pool, up.URL, testStateSync))
+	doc := stateDocPath(storage, pool, n.instanceID(t))
+	sendTurns(t, newStateConvs("outage-before", 3), func(int) *caddyProcess { return n.caddyProcess }, nil)
+	waitFor(t, 10*time.Second, "the document", func() bool { return docBindings(doc) == 3 })
+	dir := filepath.Dir(doc)
+	if err := os.Rename(dir, dir+".away"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir, []byte("not a directory"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Several periods with something to write: every one fails.
+	for i := 0; i < 5; i++ {
+		sendTurns(t, newStateConvs(fmt.Sprintf("outage-%d", i), 1), func(int) *caddyProcess { return n.caddyProcess }, nil)
+		waitFor(t, 10*time.Second, "a warning about storage", func() bool { return len(n.warnings(t, pool, "storage")) > 0 })
+	}
+	// Five more periods of failing rounds before counting: a warning per
+	// round would show by then.
+	time.Sleep(time.Second)
+	if w := n.warnings(t, pool, "storage"); len(w) != 1 {
+		t.Fatalf("%d warnings for one storage outage, want 1:\n%s", len(w), strings.Join(w, "\n"))
+	}
+	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(dir+".away", dir); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the document to be written after the outage", func() bool { return docBindings(doc) == 8 })
 }
