@@ -253,6 +253,9 @@ func TestStatusPageInBrowser(t *testing.T) {
 			pool %[1]s
 			rescan_interval 0
 			management_secret %[3]s
+			routing {
+				session_affinity on
+			}
 			access {
 				key alice alice-key-1
 				key bob bob-key-1
