@@ -7,25 +7,30 @@ package pool
 //	llm_proxy/<pool>/state/<instance>.json
 //
 // (<storage_prefix>.state/<instance>.json when storage_prefix and that path
-// contain one another). The document is written at most every state_sync
-// when something changed, and once when the last config using the pool
-// detaches (shutdown). Every state_sync the instance reads the documents
-// of the others that changed since it last read them and merges them: a
-// binding is taken when this instance has none for its conversation or an
-// older one, and a cooldown when it ends later than this instance's. A
-// pool new to the process reads every document, its own included, before
-// its config serves, so a restart resumes where it stopped.
+// contain one another). The document is written when something changed,
+// at most once per state_sync, and once when the last config using the
+// pool detaches (shutdown). Four times per state_sync the instance reads
+// the documents of the others that changed since it last read them and
+// merges them: a binding is taken when this instance has none for its
+// conversation or an older one, a cooldown when it ends later than this
+// instance's; an admin reset clears the cooldowns learnt before it, and a
+// drop of bindings (Pool.DropSessions) drops the bindings here too. A pool
+// new to the process reads every document, its own included, before its
+// config serves, so a restart resumes where it stopped.
 //
-// The document (version 1; fields in this order, "credentials" only when
-// a credential has a cooldown or a reset to tell):
+// The document (version 1; fields in this order; the times of drops and
+// resets only once there was one, "credentials" only for credentials with
+// a cooldown, reset or drop to tell):
 //
 //	{
 //	  "kind": "llm_proxy.state", "version": 1,
 //	  "instance": "<instance ID>", "pool": "<pool>",
 //	  "written": "<RFC 3339 time>",
+//	  "sessions_dropped": "<RFC 3339 time all bindings were last dropped>",
 //	  "credentials": {
 //	    "<credential ID>": {
 //	      "reset": "<RFC 3339 time of the latest admin reset>",
+//	      "sessions_dropped": "<RFC 3339 time its bindings were last dropped>",
 //	      "cooldowns": [{"key": "*"|"<model>", "until": "<RFC 3339>", "reason": "rate_limited", "since": "<RFC 3339>"}, ...]
 //	    }
 //	  },
@@ -118,8 +123,9 @@ type stateSync struct {
 
 	// dropped is when all of the pool's bindings were last dropped
 	// (DropSessions), in unix nanos.
-	dropped atomic.Int64
-	writes  uint64 // documents written, for tests
+	dropped     atomic.Int64
+	dropChanges atomic.Uint64 // grows with each drop of all bindings
+	writes      uint64        // documents written, for tests
 }
 
 // docStamp tells whether a document changed since it was last read.
@@ -129,8 +135,9 @@ type docStamp struct {
 	members  uint64 // the pool's credential set version then
 }
 
-// coolPrint changes whenever the pool's credential set changes or one of
-// its credentials learns a cooldown or is reset here.
+// coolPrint changes whenever the pool's credential set changes, one of
+// its credentials learns a cooldown or is reset here, or bindings are
+// dropped here.
 type coolPrint struct {
 	members uint64
 	changes uint64
@@ -138,21 +145,24 @@ type coolPrint struct {
 
 // stateDoc is the state document.
 type stateDoc struct {
-	Kind        string                `json:"kind"`
-	Version     int                   `json:"version"`
-	Instance    string                `json:"instance"`
-	Pool        string                `json:"pool"`
-	Written     time.Time             `json:"written"`
-	Credentials map[string]savedCreds `json:"credentials,omitempty"`
-	Auths       []string              `json:"auths"`
+	Kind     string    `json:"kind"`
+	Version  int       `json:"version"`
+	Instance string    `json:"instance"`
+	Pool     string    `json:"pool"`
+	Written  time.Time `json:"written"`
+	// SessionsDropped is when all bindings were last dropped.
+	SessionsDropped time.Time             `json:"sessions_dropped,omitzero"`
+	Credentials     map[string]savedCreds `json:"credentials,omitempty"`
+	Auths           []string              `json:"auths"`
 	// Bindings is the last field: encodeState appends it.
 	Bindings bindingList `json:"bindings,omitempty"`
 }
 
 // savedCreds is one credential's state in a document.
 type savedCreds struct {
-	Reset     time.Time   `json:"reset,omitzero"`
-	Cooldowns []savedCool `json:"cooldowns,omitempty"`
+	Reset           time.Time   `json:"reset,omitzero"`
+	SessionsDropped time.Time   `json:"sessions_dropped,omitzero"`
+	Cooldowns       []savedCool `json:"cooldowns,omitempty"`
 }
 
 // savedCool is savedCooldown as JSON.
@@ -369,7 +379,7 @@ func validInstanceID(id string) bool {
 func (p *Pool) coolPrint() coolPrint {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	cp := coolPrint{members: p.version}
+	cp := coolPrint{members: p.version, changes: p.state.dropChanges.Load()}
 	for _, c := range p.creds {
 		cp.changes += c.changes.Load()
 	}
@@ -517,11 +527,17 @@ func (p *Pool) encodeState(instance string, now time.Time) ([]byte, error) {
 		Written:  now.UTC(),
 		Auths:    []string{},
 	}
+	if d := p.state.dropped.Load(); d != 0 {
+		doc.SessionsDropped = time.Unix(0, d).UTC()
+	}
 	for _, c := range p.Credentials() {
 		cools, reset := c.exportState(now)
 		var saved savedCreds
 		if !reset.IsZero() {
 			saved.Reset = reset.UTC()
+		}
+		if d := c.sessionsDropped.Load(); d != 0 {
+			saved.SessionsDropped = time.Unix(0, d).UTC()
 		}
 		for _, s := range cools {
 			if len(s.Key) > maxSavedKey {
@@ -529,7 +545,7 @@ func (p *Pool) encodeState(instance string, now time.Time) ([]byte, error) {
 			}
 			saved.Cooldowns = append(saved.Cooldowns, savedCool{Key: s.Key, Until: s.Until.UTC(), Reason: s.Reason, Since: s.Since.UTC()})
 		}
-		if saved.Reset.IsZero() && len(saved.Cooldowns) == 0 {
+		if saved.Reset.IsZero() && saved.SessionsDropped.IsZero() && len(saved.Cooldowns) == 0 {
 			continue
 		}
 		if doc.Credentials == nil {
@@ -613,6 +629,7 @@ func (p *Pool) mergeStates(ctx context.Context, a *Attachment, storage certmagic
 		st.merged = make(map[string]docStamp)
 	}
 	listed := make(map[string]bool, len(keys))
+	var docs []*stateDoc
 	var firstErr error
 	for _, key := range keys {
 		if !strings.HasSuffix(key, ".json") || (key == own && !start) {
@@ -659,8 +676,16 @@ func (p *Pool) mergeStates(ctx context.Context, a *Attachment, storage certmagic
 			}
 			continue
 		}
-		p.mergeDoc(doc, now)
+		docs = append(docs, doc)
 		st.merged[key] = stamp
+	}
+	// Drops first: a binding one document saved may have been dropped
+	// by another.
+	for _, doc := range docs {
+		p.mergeDrops(doc, now)
+	}
+	for _, doc := range docs {
+		p.mergeDoc(doc, now)
 	}
 	for key := range st.merged {
 		if !listed[key] {
@@ -695,7 +720,7 @@ func (p *Pool) mergeDoc(doc *stateDoc, now time.Time) {
 		for _, s := range saved.Cooldowns {
 			cools = append(cools, savedCooldown(s))
 		}
-		c.mergeState(cools, saved.Reset, now)
+		c.mergeState(cools, notAfter(saved.Reset, now), now)
 	}
 	if len(doc.Bindings) == 0 {
 		return
@@ -724,6 +749,36 @@ func (p *Pool) mergeDoc(doc *stateDoc, now time.Time) {
 			LastUsed: time.UnixMilli(b.lastUsed - 1)})
 	}
 	p.Sessions.Restore(bs)
+}
+
+// mergeDrops applies the drops of bindings that a document knows of and
+// this instance does not yet: all of the pool's bindings, or one
+// credential's, are dropped here too (the ones used since the drop
+// included: they bind again on their next request). Times later than now
+// (another instance's clock) count as now.
+func (p *Pool) mergeDrops(doc *stateDoc, now time.Time) {
+	if t := notAfter(doc.SessionsDropped, now); !t.IsZero() && t.UnixNano() > p.state.dropped.Load() {
+		storeMax(&p.state.dropped, t.UnixNano())
+		p.Sessions.Clear()
+	}
+	for id, saved := range doc.Credentials {
+		t := notAfter(saved.SessionsDropped, now)
+		if t.IsZero() {
+			continue
+		}
+		if c, ok := p.Get(id); ok && t.UnixNano() > c.sessionsDropped.Load() {
+			storeMax(&c.sessionsDropped, t.UnixNano())
+			p.Sessions.InvalidateAuth(id)
+		}
+	}
+}
+
+// notAfter returns t, or now when t is later.
+func notAfter(t, now time.Time) time.Time {
+	if t.After(now) {
+		return now
+	}
+	return t
 }
 
 // warnState logs a document's problem once until it changes. Must hold
@@ -758,17 +813,19 @@ func (p *Pool) storageOutcome(a *Attachment, err error) {
 
 // DropSessions drops the pool's session bindings: all of them, or only
 // those to the credential authID when it is not "". It returns how many it
-// dropped. Bindings saved by other instances, or by this one, that were
-// last used before the drop are not taken back when their documents are
-// merged later; other instances keep theirs.
+// dropped here. Instances sharing the pool's state drop theirs too when
+// they merge this one's document, and bindings last used before the drop
+// are never taken back from saved documents.
 func (p *Pool) DropSessions(authID string) int {
 	now := clock.Now().UnixNano()
 	if authID == "" {
 		storeMax(&p.state.dropped, now)
+		p.state.dropChanges.Add(1)
 		return p.Sessions.Clear()
 	}
 	if c, ok := p.Get(authID); ok {
 		storeMax(&c.sessionsDropped, now)
+		c.changes.Add(1)
 	}
 	return p.Sessions.InvalidateAuth(authID)
 }

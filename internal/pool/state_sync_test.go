@@ -788,38 +788,70 @@ func TestStateWritesAtMostOncePerPeriod(t *testing.T) {
 	}
 }
 
-// Bindings dropped through DropSessions are not taken back from another
-// instance's document; bindings used after the drop are.
+// Bindings dropped through DropSessions on one instance are dropped on
+// the others once they merge its document, and never taken back from a
+// document that saved them; bindings used after the drop are shared again.
 func TestStateDroppedSessionsStayDropped(t *testing.T) {
 	e := newStateEnv(t, "state-drop")
 	a, b := e.start("inst-a", true), e.start("inst-b", true)
+	gone := e.start("inst-0", true) // its document lists before A's
 	a.pool.Sessions.Bind("old-1", "m", "a1")
 	a.pool.Sessions.Bind("old-2", "m", "a2")
 	a.sync()
 	b.sync()
+	gone.sync()
+	gone.stop() // its document keeps old-1 and old-2
+	b.pool.Sessions.Bind("b-own", "m", "a3")
+	b.sync() // B's document: old-1, old-2, b-own
 	e.fake.Advance(time.Second)
 	if n := a.pool.DropSessions("a1"); n != 1 {
 		t.Fatalf("dropped %d bindings of a1, want 1", n)
 	}
-	e.fake.Advance(time.Second)
-	b.pool.Sessions.Bind("new", "m", "a1")
-	b.sync() // B's document: old-1, old-2 and new
-	a.sync()
+	a.sync() // A's document carries the drop
 	if _, ok := a.pool.Sessions.Get("old-1", "m"); ok {
 		t.Fatal("a binding dropped on A came back from B's document")
 	}
+	b.sync()
+	if _, ok := b.pool.Sessions.Get("old-1", "m"); ok {
+		t.Fatal("B kept a binding A dropped")
+	}
+	if _, ok := b.pool.Sessions.Get("old-2", "m"); !ok {
+		t.Fatal("B dropped a binding of another credential")
+	}
+	e.fake.Advance(time.Second)
+	b.pool.Sessions.Bind("new", "m", "a1")
+	b.sync()
+	a.sync()
 	if id, ok := a.pool.Sessions.Get("new", "m"); !ok || id != "a1" {
 		t.Fatal("a binding made after the drop was not taken")
 	}
+
 	e.fake.Advance(time.Second)
-	if n := a.pool.DropSessions(""); n != 2 {
-		t.Fatalf("dropped %d bindings, want 2", n)
+	a.pool.DropSessions("")
+	if n := a.pool.Sessions.Len(); n != 0 {
+		t.Fatalf("%d bindings on A after dropping all", n)
+	}
+	a.sync()
+	b.sync()
+	if n := b.pool.Sessions.Len(); n != 0 {
+		t.Fatalf("%d bindings on B after A dropped all", n)
 	}
 	e.fake.Advance(time.Second)
 	b.pool.Sessions.Bind("newer", "m", "a3")
 	b.sync()
 	a.sync()
 	if n := a.pool.Sessions.Len(); n != 1 {
-		t.Fatalf("%d bindings on A after dropping all and merging B's newer one, want 1", n)
+		t.Fatalf("%d bindings on A after B's newer one, want 1", n)
+	}
+
+	// A restart of A resumes the drop before it takes the bindings of
+	// the document that saved them before it.
+	a.stop()
+	c := e.start("inst-a", false)
+	if _, ok := c.pool.Sessions.Get("old-2", "m"); ok {
+		t.Fatal("restarted A took a binding dropped before the restart")
+	}
+	if _, ok := c.pool.Sessions.Get("newer", "m"); !ok {
+		t.Fatal("restarted A lost a binding made after the drop")
 	}
 }
