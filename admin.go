@@ -531,12 +531,8 @@ func (ps poolAdmin) sessions(w http.ResponseWriter) error {
 }
 
 func (ps poolAdmin) dropSessions(w http.ResponseWriter, r *http.Request) error {
-	var removed int
-	if id := r.URL.Query().Get("auth"); id != "" {
-		removed = ps.pool().Sessions.InvalidateAuth(id)
-	} else {
-		removed = ps.pool().Sessions.Clear()
-	}
+	// Instances sharing the pool's state drop them too (SPEC 14).
+	removed := ps.pool().DropSessions(r.URL.Query().Get("auth"))
 	return writeJSON(w, http.StatusOK, map[string]int{"removed": removed})
 }
 
