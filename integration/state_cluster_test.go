@@ -53,6 +53,7 @@ func TestStateAcrossProcesses(t *testing.T) {
 	t.Run("restart", func(t *testing.T) { stateSurvivesRestart(t, bin) })
 	t.Run("shared", func(t *testing.T) { stateSharedAcrossInstances(t, bin) })
 	t.Run("hostile model flood", func(t *testing.T) { hostileModelFloodAcrossInstances(t, bin) })
+	t.Run("100 reloads", func(t *testing.T) { stateReloadsOfProcess(t, bin) })
 	t.Run("rolling deploy", func(t *testing.T) { stateAcrossConfigs(t, bin) })
 	t.Run("storage outage", func(t *testing.T) { stateStorageOutage(t, bin) })
 	t.Run("admin session drop", func(t *testing.T) { adminDropAcrossInstances(t, bin) })
@@ -899,4 +900,85 @@ func stateStorageOutage(t *testing.T, bin string) {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "the document to be written after the outage", func() bool { return docBindings(doc) == 8 })
+}
+
+// goroutines reads the process's goroutine count from the admin
+// endpoint's pprof.
+func (n *stateNode) goroutines(t *testing.T) int {
+	t.Helper()
+	status, b, err := n.adminDo(http.MethodGet, "/debug/pprof/goroutine?debug=1", "", "")
+	if err != nil || status != http.StatusOK {
+		t.Fatalf("%s pprof: %d %v", n.name, status, err)
+	}
+	var count int
+	if _, err := fmt.Sscanf(string(b), "goroutine profile: total %d", &count); err != nil {
+		t.Fatalf("%s pprof: %v: %.100s", n.name, err, b)
+	}
+	return count
+}
+
+// stateReloadsOfProcess reloads a real Caddy process 100 times through its
+// admin API with the pool kept: its goroutine count comes back to where it
+// was, the state document is not rewritten (nothing changed), and the
+// conversations stay on their credentials.
+func stateReloadsOfProcess(t *testing.T, bin string) {
+	up := newUpstream(t, mockllmOpts())
+	const pool = "reloads"
+	storage := t.TempDir()
+	body := func(i int) string {
+		// Alternate a setting so that every load is a real reload.
+		return strings.Replace(stateSite(pool, up.URL, testStateSync), "\t\trouting {",
+			fmt.Sprintf("\t\trescan_interval %dh\n\t\trouting {", 1+i%2), 1)
+	}
+	n := newStateNode(t, "solo", bin, storage, body(0))
+	convs := newStateConvs("reloads", 30)
+	via := func(int) *caddyProcess { return n.caddyProcess }
+	sendTurns(t, convs, via, nil)
+	doc := stateDocPath(storage, pool, n.instanceID(t))
+	waitFor(t, 10*time.Second, "the document", func() bool { return docBindings(doc) == len(convs) })
+	reload := func(i int) {
+		status, b, err := n.adminDo(http.MethodPost, "/load", "text/caddyfile", clusterConfig(n.caddyProcess, storage, body(i)))
+		if err != nil || status != http.StatusOK {
+			t.Fatalf("reload %d: %d %v %s", i, status, err, b)
+		}
+	}
+	steady := func() int {
+		last, same := -1, 0
+		for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline) && same < 3; time.Sleep(100 * time.Millisecond) {
+			if c := n.goroutines(t); c == last {
+				same++
+			} else {
+				last, same = c, 0
+			}
+		}
+		return last
+	}
+	for i := 1; i <= 3; i++ {
+		reload(i)
+	}
+	http.DefaultClient.CloseIdleConnections()
+	base := steady()
+	info, err := os.Stat(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100; i++ {
+		reload(i)
+	}
+	http.DefaultClient.CloseIdleConnections()
+	after := base
+	waitFor(t, 15*time.Second, "the goroutine count to come back", func() bool { after = n.goroutines(t); return after <= base+3 })
+	t.Logf("goroutines: %d before 100 reloads, %d after", base, after)
+	// Three periods after the reloads, the document is as it was.
+	time.Sleep(3 * 200 * time.Millisecond)
+	again, err := os.Stat(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again.ModTime().Equal(info.ModTime()) {
+		t.Fatalf("100 reloads with nothing changed rewrote the state document (modified %v, then %v)", info.ModTime(), again.ModTime())
+	}
+	if r := sendTurns(t, convs, via, nil); r.same != len(convs) {
+		t.Fatalf("%d of %d conversations moved over 100 reloads", len(convs)-r.same, len(convs))
+	}
 }
