@@ -45,6 +45,9 @@ func unlockCookie(t *testing.T, remote, name, secret string) *http.Cookie {
 	if len(cs) != 1 {
 		t.Fatalf("unlock set %d cookies, want 1", len(cs))
 	}
+	if strings.Contains(w.Body.String(), secret) || strings.Contains(w.Header().Get("Set-Cookie"), secret) {
+		t.Fatalf("unlock echoes the secret: %s %s", w.Header(), w.Body)
+	}
 	return cs[0]
 }
 
