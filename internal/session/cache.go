@@ -657,10 +657,15 @@ func (c *Cache) wall(t int64) time.Time {
 // clock of the last use as this cache's clock saw it.
 func (c *Cache) Snapshot(max int) []Binding {
 	type saved struct {
-		entry
-		lastUsed int64
+		key, session, client uint64
+		auth                 string
+		lastUsed             int64
 	}
-	var out []saved
+	size := c.Len()
+	if max > 0 {
+		size = min(size, max*len(c.shards))
+	}
+	out := make([]saved, 0, size)
 	ttl := c.ttl.Load()
 	for i := range c.shards {
 		s := &c.shards[i]
@@ -672,7 +677,7 @@ func (c *Cache) Snapshot(max int) []Binding {
 			if now-e.lastUsed >= ttl {
 				break // the rest of the list is older still
 			}
-			out = append(out, saved{entry: *e, lastUsed: e.lastUsed})
+			out = append(out, saved{key: e.key, session: e.sessionHash, client: e.client, auth: e.auth, lastUsed: e.lastUsed})
 			taken++
 		}
 		s.mu.Unlock()
@@ -688,7 +693,7 @@ func (c *Cache) Snapshot(max int) []Binding {
 	}
 	bs := make([]Binding, len(out))
 	for i, e := range out {
-		bs[i] = Binding{Key: e.key, Session: e.sessionHash, Client: e.client, Auth: e.auth, LastUsed: c.wall(e.lastUsed)}
+		bs[i] = Binding{Key: e.key, Session: e.session, Client: e.client, Auth: e.auth, LastUsed: c.wall(e.lastUsed)}
 	}
 	return bs
 }
