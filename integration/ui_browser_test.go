@@ -289,6 +289,15 @@ func TestStatusPageInBrowser(t *testing.T) {
 		t.Fatalf("locked pool shows %d credentials", n)
 	}
 
+	// While locked, automatic refreshes do not ask for the pool again (each
+	// try would be a refused request in Caddy's log).
+	asked := fmt.Sprintf(`performance.getEntriesByType("resource").filter(e => e.name.includes("/pools/%s/auths")).length`, uiTeamPool)
+	askedBefore := uiEval[int](t, ctx, asked)
+	uiWaitRenders(t, ctx, 2)
+	if n := uiEval[int](t, ctx, asked); n != askedBefore {
+		t.Fatalf("the locked pool was asked %d more times", n-askedBefore)
+	}
+
 	// A wrong secret is refused; the right one unlocks the pool.
 	sel := fmt.Sprintf(`section[data-pool=%q] form.unlock`, uiTeamPool)
 	uiRun(t, ctx, "entering a wrong secret",
