@@ -720,11 +720,10 @@ const restoreChunk = 256
 func (c *Cache) Restore(bs []Binding) int {
 	type pending struct {
 		lastUsed int64
-		i        int32 // index in bs
-		shard    int32
+		i        int // index in bs
+		shard    int
 	}
-	nowT := c.now()
-	now := nowT.Sub(c.base)
+	now := c.clock()
 	ttl := c.ttl.Load()
 	todo := make([]pending, 0, len(bs))
 	for i := range bs {
@@ -732,11 +731,13 @@ func (c *Cache) Restore(bs []Binding) int {
 		if b.Auth == "" {
 			continue
 		}
-		t := min(int64(b.LastUsed.Sub(c.base.Round(0))), int64(now))
-		if int64(now)-t >= ttl {
+		t := min(int64(b.LastUsed.Sub(c.base.Round(0))), now)
+		// An age that overflows (a LastUsed centuries ago, or the zero
+		// time) comes out negative: older than any TTL, too.
+		if age := now - t; age >= ttl || age < 0 {
 			continue
 		}
-		todo = append(todo, pending{lastUsed: t, i: int32(i), shard: int32(b.Session >> c.shift)})
+		todo = append(todo, pending{lastUsed: t, i: i, shard: int(b.Session >> c.shift)})
 	}
 	// Per shard, newest first: each binding then goes behind the ones
 	// taken before it, and eviction only ever drops bindings older than

@@ -635,3 +635,17 @@ func TestRestoreCursorUsedUnderClockSteppedBack(t *testing.T) {
 	checkLinks(t, c, false)
 	mustGet(t, c, "s", "m", "k")
 }
+
+// A last use centuries ago (the zero time of a corrupt document) is
+// expired, not so old that its age overflows into a binding that never
+// expires.
+func TestRestoreSkipsAncientLastUse(t *testing.T) {
+	c, clk := newTestCache(time.Hour, 0)
+	sh, key := c.hashes("s", "m")
+	for _, at := range []time.Time{{}, time.Date(1000, 1, 1, 0, 0, 0, 0, time.UTC), clk.Now().AddDate(-300, 0, 0)} {
+		if n := c.Restore([]Binding{{Key: key, Session: sh, Auth: "k", LastUsed: at}}); n != 0 {
+			t.Fatalf("Restore took a binding last used %v", at)
+		}
+	}
+	mustGet(t, c, "s", "m", "")
+}
