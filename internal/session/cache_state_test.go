@@ -116,6 +116,15 @@ func TestRestoreCarriesBindingsAcrossCaches(t *testing.T) {
 	}
 	mustGet(t, b, "s-none", "m2", "k9")
 	mustGet(t, b, "s-none", "m", "")
+	// The session hashes came along: a session is invalidated by name.
+	if n := b.InvalidateSession("s7"); n != 1 {
+		t.Fatalf("InvalidateSession removed %d restored bindings, want 1", n)
+	}
+	mustGet(t, b, "s7", "m", "")
+	// And the client hashes: a restored client keeps its share.
+	if got := checkClientLists(t, b)[hashClient("user:1")]; got != 32 { // 33, less s7
+		t.Fatalf("user:1 holds %d restored bindings, want 32", got)
+	}
 }
 
 // The hashes are part of the saved state: instances running different
@@ -128,6 +137,9 @@ func TestStateHashesArePinned(t *testing.T) {
 	sh, key := c.hashes("cc:0b7e2a6c-2f6d-4c1e-9a3b-5d8f1e2c4a6b", "claude-sonnet-4-5")
 	if sh != 0xacece770759b681f || key != 0xb9ae1cfd75ad00de {
 		t.Errorf("hashes = %#x, %#x", sh, key)
+	}
+	if _, key := c.hashes("cc:0b7e2a6c-2f6d-4c1e-9a3b-5d8f1e2c4a6b", ""); key != 0xc4515724c7ea02fa { // pins have no model
+		t.Errorf("key without a model = %#x", key)
 	}
 	if ch := hashClient("user:alice"); ch != 0x84918a738eb5ffd7 {
 		t.Errorf("hashClient = %#x", ch)
