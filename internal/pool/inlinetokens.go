@@ -103,14 +103,23 @@ func (d inlineTokens) over(orig *auth.Auth) *auth.Auth {
 // tokenStorage returns where a's inline credentials keep their tokens:
 // the storage of a's store and the key prefix; nil without storage.
 func (p *Pool) tokenStorage(a *Attachment) (certmagic.Storage, string) {
+	return p.besideRecords(a, "oauth")
+}
+
+// besideRecords returns the storage of a's records and the key prefix of
+// the pool's documents of the given kind: llm_proxy/<pool>/<kind>, or
+// <storage_prefix>.<kind> when that and the records' prefix contain one
+// another (so neither is ever listed as the other); nil without Caddy
+// storage.
+func (p *Pool) besideRecords(a *Attachment, kind string) (certmagic.Storage, string) {
 	cs, ok := a.cfg.Store.(*auth.CaddyStore)
 	if !ok || cs.Storage == nil {
 		return nil, ""
 	}
-	prefix := "llm_proxy/" + p.name + "/oauth"
+	prefix := "llm_proxy/" + p.name + "/" + kind
 	records := strings.Trim(cs.Prefix, "/")
 	if within(prefix, records) || within(records, prefix) {
-		prefix = records + ".oauth"
+		prefix = records + "." + kind
 	}
 	return cs.Storage, prefix
 }

@@ -134,17 +134,23 @@ func (p *Pool) Destruct() error {
 // members are set with SetMembers (tests do that).
 func Acquire(name string) *Pool {
 	v, _, _ := pools.LoadOrNew(name, func() (caddy.Destructor, error) {
-		return &Pool{
-			name:     name,
-			Sessions: session.NewCache(session.Options{Now: clock.Now}),
-			Strategy: selector.NewState(),
-			creds:    make(map[string]*Credential),
-			inline:   make(map[string]bool),
-			stored:   make(map[string]bool),
-			sets:     make(map[setKey]*Eligible),
-		}, nil
+		return newPool(name), nil
 	})
 	return v.(*Pool)
+}
+
+// newPool returns an empty pool named name, outside the process-wide
+// table (tests make two instances of one pool name with it).
+func newPool(name string) *Pool {
+	return &Pool{
+		name:     name,
+		Sessions: session.NewCache(session.Options{Now: clock.Now}),
+		Strategy: selector.NewState(),
+		creds:    make(map[string]*Credential),
+		inline:   make(map[string]bool),
+		stored:   make(map[string]bool),
+		sets:     make(map[setKey]*Eligible),
+	}
 }
 
 // Release drops one use of the pool named name.

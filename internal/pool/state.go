@@ -63,7 +63,6 @@ import (
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
-	"github.com/caddy-llm-proxy/llmproxy/internal/auth"
 	"github.com/caddy-llm-proxy/llmproxy/internal/clock"
 	"github.com/caddy-llm-proxy/llmproxy/internal/session"
 )
@@ -347,16 +346,7 @@ func (p *Pool) stateStorage(a *Attachment) (certmagic.Storage, string) {
 	if a.cfg.StateSync <= 0 || !validInstanceID(a.cfg.InstanceID) {
 		return nil, ""
 	}
-	cs, ok := a.cfg.Store.(*auth.CaddyStore)
-	if !ok || cs.Storage == nil {
-		return nil, ""
-	}
-	prefix := "llm_proxy/" + p.name + "/state"
-	records := strings.Trim(cs.Prefix, "/")
-	if within(prefix, records) || within(records, prefix) {
-		prefix = records + ".state"
-	}
-	return cs.Storage, prefix
+	return p.besideRecords(a, "state")
 }
 
 // validInstanceID reports whether id may name a document: Caddy's IDs are

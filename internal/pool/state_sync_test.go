@@ -81,20 +81,6 @@ type instance struct {
 	id   string
 }
 
-// newPool makes a pool as Acquire does, outside the process-wide table, so
-// that two instances of one pool name live in one test process.
-func newPool(name string) *Pool {
-	return &Pool{
-		name:     name,
-		Sessions: session.NewCache(session.Options{Now: clock.Now}),
-		Strategy: selector.NewState(),
-		creds:    make(map[string]*Credential),
-		inline:   make(map[string]bool),
-		stored:   make(map[string]bool),
-		sets:     make(map[setKey]*Eligible),
-	}
-}
-
 func (e *stateEnv) config(id string, owner any, logger *zap.Logger) Config {
 	return Config{
 		Owner:      owner,
