@@ -24,6 +24,11 @@ import (
 // loginFixture is a pool attached with a file store and OAuth settings
 // pointing at the mock's fake OAuth server.
 type loginFixture struct {
+	// now is the time of the test and of the mock's token endpoint, so
+	// that the expiry a record computes from expires_in is exactly the
+	// one the mock issued (a real clock crossing a second between the two
+	// made the comparison flaky).
+	now   time.Time
 	mock  *mockllm.Server
 	url   string
 	pool  *Pool
@@ -33,7 +38,8 @@ type loginFixture struct {
 
 func newLoginFixture(t *testing.T, name string, inline ...*auth.Auth) *loginFixture {
 	t.Helper()
-	m := mockllm.New(mockllm.Options{OAuthAccounts: map[string]mockllm.OAuthAccount{
+	now := time.Now()
+	m := mockllm.New(mockllm.Options{Now: func() time.Time { return now }, OAuthAccounts: map[string]mockllm.OAuthAccount{
 		"alice": {Provider: mockllm.OAuthClaude},
 		"bob":   {Provider: mockllm.OAuthClaude, Email: "bob/ops@example.com"},
 		"carol": {Provider: mockllm.OAuthCodex},
@@ -58,7 +64,7 @@ func newLoginFixture(t *testing.T, name string, inline ...*auth.Auth) *loginFixt
 		t.Fatal(err)
 	}
 	t.Cleanup(att.Detach)
-	return &loginFixture{mock: m, url: srv.URL, pool: att.Pool(), store: store, dir: dir}
+	return &loginFixture{now: now, mock: m, url: srv.URL, pool: att.Pool(), store: store, dir: dir}
 }
 
 // authorize opens the login's URL as the user's browser would, as the
@@ -114,7 +120,7 @@ func wantKind(t *testing.T, err error, kind LoginErrorKind) {
 
 func TestLoginWritesRecordInEveryPastedForm(t *testing.T) {
 	f := newLoginFixture(t, "login-forms")
-	now := time.Now()
+	now := f.now
 	forms := map[string]func(loc string) string{
 		"redirect URL": func(loc string) string { return loc },
 		"query":        func(loc string) string { _, q, _ := strings.Cut(loc, "?"); return q },
@@ -161,7 +167,7 @@ func TestLoginWritesRecordInEveryPastedForm(t *testing.T) {
 
 func TestLoginNamesRecordAfterAccount(t *testing.T) {
 	f := newLoginFixture(t, "login-names")
-	now := time.Now()
+	now := f.now
 	pl := f.start(t, LoginOptions{Provider: "claude"}, now)
 	if _, _, err := f.pool.CompleteLogin(context.Background(), pl.ID, f.authorize(t, pl, "bob"), now); err != nil {
 		t.Fatal(err)
@@ -185,7 +191,7 @@ func TestLoginNamesRecordAfterAccount(t *testing.T) {
 
 func TestReloginReplacesOnlyTokens(t *testing.T) {
 	f := newLoginFixture(t, "login-relogin")
-	now := time.Now()
+	now := f.now
 	putRecord(t, f.store, "team/alice", `{"type":"claude","note":"kept","access_token":"old-access-token-1234","refresh_token":"dead",
 		"expired":"2020-01-01T00:00:00Z","priority":5,"weight":3,"models":["claude-*"],"disabled":true,"base_url":"http://127.0.0.1:1","label":"Alice"}`)
 	if _, err := f.pool.Rescan(context.Background()); err != nil {
@@ -226,7 +232,7 @@ func TestReloginReplacesOnlyTokens(t *testing.T) {
 func TestLoginRefusals(t *testing.T) {
 	inline := &auth.Auth{ID: "claude-alice@example.com", Fields: auth.Fields{Provider: "claude", APIKey: "sk-ant-inline-123456"}, Inline: true}
 	f := newLoginFixture(t, "login-refusals", inline)
-	now := time.Now()
+	now := f.now
 	ctx := context.Background()
 	putRecord(t, f.store, "keyed", `{"provider":"claude","api_key":"sk-ant-stored-123456"}`)
 	putRecord(t, f.store, "codexer", `{"type":"codex","access_token":"x-123456789012"}`)
@@ -315,7 +321,7 @@ func stateOf(t *testing.T, loc string) string {
 
 func TestPendingLoginsExpireAndAreBounded(t *testing.T) {
 	f := newLoginFixture(t, "login-bounded")
-	now := time.Now()
+	now := f.now
 	ctx := context.Background()
 
 	old := f.start(t, LoginOptions{Provider: "claude"}, now)
@@ -352,7 +358,7 @@ func TestPendingLoginsExpireAndAreBounded(t *testing.T) {
 
 func TestLoginTokenEndpointDown(t *testing.T) {
 	f := newLoginFixture(t, "login-down")
-	now := time.Now()
+	now := f.now
 	pl := f.start(t, LoginOptions{Provider: "claude"}, now)
 	loc := f.authorize(t, pl, "alice")
 	f.mock.SetOAuthFault("*", mockllm.OAuthFault{Status: http.StatusServiceUnavailable})
