@@ -25,6 +25,7 @@ func TestCaddyfileModelAliasErrors(t *testing.T) {
 		{"model_alias arity", cred("model_alias fast"), `auth "a": model_alias takes a client model name and an upstream model name`, 6},
 		{"model_alias too many", cred("model_alias fast a b"), `model_alias takes a client model name`, 6},
 		{"model_alias bad name", cred(`model_alias fast "a b"`), `auth "a": bad model_alias name "a b"`, 6},
+		{"gemini model_alias into the path", strings.Replace(cred("model_alias fast gemini-2.5-pro/../x"), "provider openai", "provider gemini", 1), `upstream name for "fast" goes into the request path`, 3},
 		{"model_alias twice", cred("model_alias fast gpt-5-mini", "models gpt-*", "model_alias Fast gpt-4o-mini"), `auth "a": model_alias "Fast" is given twice`, 8},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddy-llm-proxy/llmproxy/internal/apifamily"
 	"github.com/caddy-llm-proxy/llmproxy/internal/glob"
 	"github.com/caddy-llm-proxy/llmproxy/internal/oauth"
 	"github.com/caddy-llm-proxy/llmproxy/internal/provider"
@@ -449,7 +450,7 @@ func (a *Auth) validate(unexpanded bool) error {
 	if err := a.checkURLs(p, unexpanded); err != nil {
 		return err
 	}
-	return a.checkLists()
+	return a.checkLists(p)
 }
 
 // checkCredential checks api_key and access_token against what provider p
@@ -500,7 +501,7 @@ func (a *Auth) checkURLs(p *provider.Provider, unexpanded bool) error {
 
 // checkLists checks the model patterns, the model aliases and the header
 // names and values.
-func (a *Auth) checkLists() error {
+func (a *Auth) checkLists(p *provider.Provider) error {
 	for _, l := range []struct {
 		name string
 		list []string
@@ -511,7 +512,7 @@ func (a *Auth) checkLists() error {
 			}
 		}
 	}
-	if err := checkAliases(a.ModelAlias); err != nil {
+	if err := checkAliases(a.ModelAlias, p.Serves(apifamily.Gemini)); err != nil {
 		return err
 	}
 	for name, val := range a.Headers {
@@ -533,9 +534,13 @@ func ValidModelName(s string) bool {
 }
 
 // checkAliases checks model_alias: names without white space or control
-// characters, and no client name twice (ignoring ASCII case). Errors name
+// characters, and no client name twice (ignoring ASCII case). When the
+// upstream names the model in the request path (Gemini's
+// /v1beta/models/{model}:{action}), an upstream name must also be one plain
+// path segment: a "/", ":", "?", "#" or "%" in it would send the request to
+// another path than the one the client's was checked against. Errors name
 // the client name, which is not a secret.
-func checkAliases(aliases map[string]string) error {
+func checkAliases(aliases map[string]string, inPath bool) error {
 	seen := make(map[string]string, len(aliases))
 	for _, client := range slices.Sorted(maps.Keys(aliases)) {
 		if !ValidModelName(client) || len(client) > maxAliasLen {
@@ -543,6 +548,9 @@ func checkAliases(aliases map[string]string) error {
 		}
 		if !ValidModelName(aliases[client]) || len(aliases[client]) > maxAliasLen {
 			return fmt.Errorf("model_alias: upstream name for %q is empty, too long or contains white space or control characters", client)
+		}
+		if inPath && (strings.ContainsAny(aliases[client], "/:?#%") || aliases[client] == "." || aliases[client] == "..") {
+			return fmt.Errorf("model_alias: upstream name for %q goes into the request path, so it may not be . or .. or contain / : ? # or %%", client)
 		}
 		lower := strings.ToLower(client)
 		if prev, dup := seen[lower]; dup {

@@ -110,3 +110,36 @@ func TestModelFieldsInStoredRecords(t *testing.T) {
 		t.Fatalf("bad model_alias type: %v", err)
 	}
 }
+
+// A Gemini credential's upstream alias goes into the request path
+// (/v1beta/models/{model}:{action}): it must stay one plain segment, or the
+// upstream would get another path than the one the client's request was
+// checked against. Other providers take the name in the body, where "/" is
+// common ("vendor/model").
+func TestGeminiAliasIsOnePathSegment(t *testing.T) {
+	for value, ok := range map[string]bool{
+		"gemini-2.5-flash":        true,
+		"tunedModels-x":           true,
+		"gemini-2.5-pro/../../v1": false,
+		"x:streamGenerateContent": false,
+		"x?key=1":                 false,
+		"x#y":                     false,
+		"x%2Fy":                   false,
+		"..":                      false,
+		".":                       false,
+		"models/gemini-2.5-flash": false,
+	} {
+		a := &Auth{ID: "g", Fields: Fields{Provider: "gemini", APIKey: "AIza-secret-value-123", ModelAlias: map[string]string{"fast": value}}}
+		err := a.Validate()
+		if ok != (err == nil) {
+			t.Errorf("alias %q: error %v, want ok=%v", value, err, ok)
+		}
+		if err != nil && (!strings.Contains(err.Error(), `upstream name for "fast"`) || strings.Contains(err.Error(), "AIza")) {
+			t.Errorf("alias %q: error %q", value, err)
+		}
+	}
+	o := &Auth{ID: "o", Fields: Fields{Provider: "openai_compatible", APIKey: "sk-1", BaseURL: "http://127.0.0.1:1", ModelAlias: map[string]string{"fast": "vendor/fast:free"}}}
+	if err := o.Validate(); err != nil {
+		t.Fatalf("an OpenAI-compatible alias with / and : is a body value: %v", err)
+	}
+}
