@@ -105,6 +105,7 @@ func TestClaudeCodeThroughPool(t *testing.T) {
 		t.Fatal("the mock saw no /v1/messages request")
 	}
 	assertNoClientKey(t, reqs)
+	assertUsageMatchesMock(t, c, m, len(reqs), map[string]string{"c1": "claude-1", "c2": "claude-2", "c3": "claude-3"})
 
 	// A wrong client key is refused by Caddy and never reaches the upstream.
 	res = runCLI(t, "claude-wrong-key", claudeEnv(home, c.URL, "not-a-client-key"), work, claude, "-p", "say hi")

@@ -118,6 +118,7 @@ func TestCodexCLIThroughPool(t *testing.T) {
 
 	reqs := m.requests(t)
 	assertNoClientKey(t, reqs)
+	assertUsageMatchesMock(t, c, m, len(reqs), map[string]string{"o1": "openai-1", "o2": "openai-2", "o3": "openai-3"})
 	creds := map[string]int{}
 	var turns []string
 	for i, r := range reqs {

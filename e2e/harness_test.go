@@ -306,6 +306,90 @@ func (m *mock) requests(t *testing.T) []mockRequest {
 	return out
 }
 
+// mockStats is one credential's line of the mock's GET /_mock/stats.
+type mockStats struct {
+	Requests            int64 `json:"requests"`
+	InputTokens         int64 `json:"input_tokens"` // the whole prompt, cached or not
+	CacheReadTokens     int64 `json:"cache_read_tokens"`
+	CacheCreationTokens int64 `json:"cache_creation_tokens"`
+	OutputTokens        int64 `json:"output_tokens"`
+}
+
+// stats returns the mock's per-credential counts, by credential label.
+func (m *mock) stats(t *testing.T) map[string]mockStats {
+	t.Helper()
+	resp, err := http.Get(m.URL + "/_mock/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out := map[string]mockStats{}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatalf("decode /_mock/stats: %v", err)
+	}
+	return out
+}
+
+// usageRow is one row of the admin API's usage report.
+type usageRow struct {
+	Client           string `json:"client"`
+	Auth             string `json:"auth"`
+	Requests         int64  `json:"requests"`
+	InputTokens      int64  `json:"input_tokens"`
+	OutputTokens     int64  `json:"output_tokens"`
+	CacheReadTokens  int64  `json:"cache_read_tokens"`
+	CacheWriteTokens int64  `json:"cache_write_tokens"`
+}
+
+// assertUsageMatchesMock checks the default pool's usage report (SPEC 16)
+// against what the mock counted for each credential after a real CLI's
+// run: every request the mock answered is counted once, under the client
+// key's label, and the tokens are the ones the mock reported. The report's
+// input is the prompt outside the cache and the mock's the whole prompt;
+// OpenAI shapes report no cache writes, so the report's are at most the
+// mock's. mockLabel maps the pool's credential IDs to the mock's labels.
+func assertUsageMatchesMock(t *testing.T, c *caddy, m *mock, upstreamRequests int, mockLabel map[string]string) {
+	t.Helper()
+	resp, err := http.Get(c.Admin + "/llm_proxy/pools/default/usage?since=1h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var report struct {
+		Totals  usageRow   `json:"totals"`
+		Clients []usageRow `json:"clients"`
+		Auths   []usageRow `json:"auths"`
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("usage report: status %d", resp.StatusCode)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&report); err != nil {
+		t.Fatalf("decode the usage report: %v", err)
+	}
+	if report.Totals.Requests != int64(upstreamRequests) {
+		t.Errorf("usage report counts %d requests; the mock answered %d", report.Totals.Requests, upstreamRequests)
+	}
+	if len(report.Clients) != 1 || !strings.HasPrefix(report.Clients[0].Client, "key-") || report.Clients[0].Requests != report.Totals.Requests {
+		t.Errorf("usage per client %+v: want one row for the client key's label (key-...)", report.Clients)
+	}
+	stats := m.stats(t)
+	for _, row := range report.Auths {
+		label := mockLabel[row.Auth]
+		s := stats[label]
+		if row.Requests != s.Requests || row.InputTokens+row.CacheReadTokens+row.CacheWriteTokens != s.InputTokens ||
+			row.CacheReadTokens != s.CacheReadTokens || row.CacheWriteTokens > s.CacheCreationTokens ||
+			row.OutputTokens != s.OutputTokens {
+			t.Errorf("credential %s: usage report %+v, the mock reported %+v", row.Auth, row, s)
+		}
+		delete(stats, label)
+	}
+	for label, s := range stats {
+		if s.Requests > 0 {
+			t.Errorf("credential %s: the mock answered %+v that the usage report lacks", label, s)
+		}
+	}
+}
+
 // auth is one inline credential of the Caddyfile: an API key, or with
 // refresh set, an OAuth access token (key) and its refresh token.
 type auth struct {
@@ -315,8 +399,9 @@ type auth struct {
 
 // caddy is a running Caddy with llm_proxy.
 type caddy struct {
-	URL string
-	p   *proc
+	URL   string
+	Admin string // the admin endpoint, http://127.0.0.1:<port>
+	p     *proc
 }
 
 // startCaddy writes a Caddyfile with the given credentials pointing at the
@@ -363,7 +448,7 @@ func startCaddy(t *testing.T, bin string, m *mock, auths []auth, extra ...string
 	})
 
 	p := startProc(t, "caddy", baseEnv(home), dir, nil, bin, "run", "--config", cfg, "--adapter", "caddyfile")
-	c := &caddy{URL: fmt.Sprintf("http://127.0.0.1:%d", sitePort), p: p}
+	c := &caddy{URL: fmt.Sprintf("http://127.0.0.1:%d", sitePort), Admin: fmt.Sprintf("http://127.0.0.1:%d", adminPort), p: p}
 
 	client := &http.Client{Timeout: 2 * time.Second}
 	deadline := time.Now().Add(startTimeout)
