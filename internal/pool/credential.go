@@ -307,6 +307,12 @@ type savedCooldown struct {
 // allModels is the key of the credential-wide cooldown in saved state.
 const allModels = "*"
 
+// maxMergedCooldown caps the deadline of a cooldown merged from another
+// instance's state document: far beyond any configured cooldown, and well
+// within the nanosecond times a credential compares (a deadline after year
+// 2262 would overflow them and leave the credential half cooling).
+const maxMergedCooldown = 365 * 24 * time.Hour
+
 // exportState returns the cooldowns still active at now and the time of
 // the latest reset known here.
 func (c *Credential) exportState(now time.Time) (cools []savedCooldown, resetAt time.Time) {
@@ -334,7 +340,8 @@ func (c *Credential) exportState(now time.Time) (cools []savedCooldown, resetAt 
 // cleared) and its cooldowns. A saved cooldown learnt before the latest
 // reset, or over at now, is ignored; one that ends later than this
 // instance's for its key replaces it (reason and learning time included),
-// and none ever shortens one. At most maxModelCooldowns per-model entries
+// and none ever shortens one. A saved learning time after now counts as
+// now, and a deadline is capped at now + maxMergedCooldown. At most maxModelCooldowns per-model entries
 // are taken, the latest deadlines first, and the bound of the per-model
 // entries holds as for local failures. It reports whether anything
 // changed. Merging is not news of this instance's: changes does not grow.
@@ -350,6 +357,11 @@ func (c *Credential) mergeState(cools []savedCooldown, resetAt, now time.Time) b
 	}
 	live := make([]savedCooldown, 0, len(cools))
 	for _, s := range cools {
+		// Another instance's clock may run ahead, or its document be
+		// hostile: a learning time after now counts as now (so a reset
+		// here still clears it), a deadline is capped.
+		s.Since = notAfter(s.Since, now)
+		s.Until = notAfter(s.Until, now.Add(maxMergedCooldown))
 		if s.Until.After(now) && !s.Since.Before(c.resetAt) && s.Key != "" {
 			live = append(live, s)
 		}

@@ -216,7 +216,9 @@ func (l *bindingList) UnmarshalJSON(data []byte) error {
 	if !r.byte('[') {
 		return errors.New("bindings is not an array")
 	}
-	out := make(bindingList, 0, bytes.Count(data, []byte{'['})-1)
+	// The shortest binding, ["0","0","0",0,0], takes 17 bytes: a text of
+	// mostly '[' must not presize beyond what it can hold.
+	out := make(bindingList, 0, min(bytes.Count(data, []byte{'['})-1, len(data)/17))
 	if r.byte(']') {
 		*l = out
 		return nil
@@ -649,6 +651,11 @@ func (p *Pool) mergeStates(ctx context.Context, a *Attachment, storage certmagic
 		}
 		if err != nil {
 			firstErr = cmpErr(firstErr, fmt.Errorf("reading %s: %w", key, err))
+			continue
+		}
+		if len(data) > maxStateDoc { // it grew since Stat
+			p.warnState(a, key, fmt.Sprintf("state document of %d bytes, more than %d", len(data), maxStateDoc))
+			st.merged[key] = stamp
 			continue
 		}
 		doc, err := parseState(data, key, p.name)
