@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -198,6 +199,65 @@ func TestClaudeCodeSessionStaysOnOneCredential(t *testing.T) {
 		t.Errorf("session %s was served by %d credentials, want 1: %v", session, len(creds), creds)
 	}
 	t.Logf("session %s: %d upstream requests, credentials %v", session, len(sessionReqs), creds)
+}
+
+// TestClaudeCodeSessionsSurviveCaddyRestart: three Claude Code sessions
+// start on the three credentials, Caddy is restarted (SIGTERM, started
+// again as the same instance), and each resumed session is served by the
+// credential of its first turn, from the state Caddy saved at shutdown
+// (SPEC 14). The sessions are resumed in another order than they started,
+// so a fresh round robin would not put them back by chance.
+func TestClaudeCodeSessionsSurviveCaddyRestart(t *testing.T) {
+	claude := requireCLI(t, "claude", "CLAUDE_BIN")
+	m, c, home, work := rig(t, claudePool)
+	env := claudeEnv(home, c.URL, clientKey)
+	sessions := []string{newUUID(t), newUUID(t), newUUID(t)}
+	for i, s := range sessions {
+		if res := runCLI(t, fmt.Sprintf("claude-start-%d", i+1), env, work, claude, "-p", "--session-id", s, "first turn"); res.err != nil {
+			t.Fatalf("claude --session-id failed: %v", res.err)
+		}
+	}
+	before := credentialsBySession(t, m.requests(t))
+	c.restart(t)
+	for _, i := range []int{2, 0, 1} {
+		if res := runCLI(t, fmt.Sprintf("claude-resume-%d", i+1), env, work, claude, "-p", "--resume", sessions[i], "second turn"); res.err != nil {
+			t.Fatalf("claude --resume failed: %v", res.err)
+		}
+	}
+	after := credentialsBySession(t, m.requests(t))
+	distinct := map[string]bool{}
+	for i, s := range sessions {
+		if len(before[s]) != 1 {
+			t.Fatalf("session %d's first turn was served by %v, want one credential", i+1, before[s])
+		}
+		for cred := range before[s] {
+			distinct[cred] = true
+			if len(after[s]) != 1 || !after[s][cred] {
+				t.Errorf("session %d: first turn on %s, after the restart on %v", i+1, cred, after[s])
+			}
+		}
+	}
+	if len(distinct) < 2 {
+		t.Errorf("the three sessions started on %v: round robin should have spread them", distinct)
+	}
+}
+
+// credentialsBySession returns, per Claude Code session, the credentials
+// its /v1/messages requests were served by.
+func credentialsBySession(t *testing.T, reqs []mockRequest) map[string]map[string]bool {
+	t.Helper()
+	out := map[string]map[string]bool{}
+	for _, r := range reqs {
+		s := sessionOf(r)
+		if !isMessages(r) || s == "" {
+			continue
+		}
+		if out[s] == nil {
+			out[s] = map[string]bool{}
+		}
+		out[s][r.Credential] = true
+	}
+	return out
 }
 
 // TestClaudeCodeFailsOverOnRateLimit rate-limits two of the three

@@ -402,6 +402,11 @@ type caddy struct {
 	URL   string
 	Admin string // the admin endpoint, http://127.0.0.1:<port>
 	p     *proc
+	// How it was started, so that restart runs it again as the same
+	// instance (same HOME, so the same instance.uuid, and same storage).
+	env      []string
+	dir, bin string
+	args     []string
 }
 
 // startCaddy writes a Caddyfile with the given credentials pointing at the
@@ -447,9 +452,28 @@ func startCaddy(t *testing.T, bin string, m *mock, auths []auth, extra ...string
 		}
 	})
 
-	p := startProc(t, "caddy", baseEnv(home), dir, nil, bin, "run", "--config", cfg, "--adapter", "caddyfile")
-	c := &caddy{URL: fmt.Sprintf("http://127.0.0.1:%d", sitePort), Admin: fmt.Sprintf("http://127.0.0.1:%d", adminPort), p: p}
+	c := &caddy{
+		URL: fmt.Sprintf("http://127.0.0.1:%d", sitePort), Admin: fmt.Sprintf("http://127.0.0.1:%d", adminPort),
+		env: baseEnv(home), dir: dir, bin: bin, args: []string{"run", "--config", cfg, "--adapter", "caddyfile"},
+	}
+	c.p = startProc(t, "caddy", c.env, c.dir, nil, c.bin, c.args...)
+	c.waitReady(t)
+	return c
+}
 
+// restart stops Caddy gracefully (SIGTERM) and starts it again as the same
+// instance, as an operator's restart or a deploy does.
+func (c *caddy) restart(t *testing.T) {
+	t.Helper()
+	c.p.stop()
+	c.p = startProc(t, "caddy (restarted)", c.env, c.dir, nil, c.bin, c.args...)
+	c.waitReady(t)
+}
+
+// waitReady waits until Caddy's site answers.
+func (c *caddy) waitReady(t *testing.T) {
+	t.Helper()
+	p := c.p
 	client := &http.Client{Timeout: 2 * time.Second}
 	deadline := time.Now().Add(startTimeout)
 	for {
@@ -462,7 +486,7 @@ func startCaddy(t *testing.T, bin string, m *mock, auths []auth, extra ...string
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusUnauthorized {
-				return c
+				return
 			}
 		}
 		if time.Now().After(deadline) {
