@@ -116,9 +116,12 @@ type stateSync struct {
 	wroteCools   coolPrint
 	wroteAt      time.Time
 
-	merged  map[string]docStamp // key → the version of the document last merged or skipped
-	warned  map[string]string   // key → problem already logged
-	failing bool                // storage failed; warned once for this streak
+	merged map[string]docStamp // key → the version of the document last merged or skipped
+	warned map[string]string   // key → problem already logged
+	// future is, per document key, the drop and reset times later than
+	// now that it told of (see notAfterOnce).
+	future  map[string]map[string]int64
+	failing bool // storage failed; warned once for this streak
 
 	// dropped is when all of the pool's bindings were last dropped
 	// (DropSessions), in unix nanos.
@@ -155,6 +158,8 @@ type stateDoc struct {
 	Auths           []string              `json:"auths"`
 	// Bindings is the last field: encodeState appends it.
 	Bindings bindingList `json:"bindings,omitempty"`
+
+	key string // where it was read
 }
 
 // savedCreds is one credential's state in a document.
@@ -665,6 +670,7 @@ func (p *Pool) mergeStates(ctx context.Context, a *Attachment, storage certmagic
 			continue
 		}
 		delete(st.warned, key)
+		doc.key = key
 		if now.Sub(doc.Written) > stateExpiry {
 			if !start {
 				if err := storage.Delete(ctx, key); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -694,6 +700,11 @@ func (p *Pool) mergeStates(ctx context.Context, a *Attachment, storage certmagic
 			delete(st.warned, key)
 		}
 	}
+	for key := range st.future {
+		if !listed[key] {
+			delete(st.future, key)
+		}
+	}
 	return firstErr
 }
 
@@ -717,7 +728,7 @@ func (p *Pool) mergeDoc(doc *stateDoc, now time.Time) {
 		for _, s := range saved.Cooldowns {
 			cools = append(cools, savedCooldown(s))
 		}
-		c.mergeState(cools, notAfter(saved.Reset, now), now)
+		c.mergeState(cools, p.state.notAfterOnce(doc.key, "reset "+id, saved.Reset, now), now)
 	}
 	if len(doc.Bindings) == 0 {
 		return
@@ -752,18 +763,18 @@ func (p *Pool) mergeDoc(doc *stateDoc, now time.Time) {
 // this instance does not yet: all of the pool's bindings, or one
 // credential's, are dropped here too (the ones used since the drop
 // included: they bind again on their next request). Times later than now
-// (another instance's clock) count as now.
+// (another instance's clock) count as now, once (notAfterOnce).
 func (p *Pool) mergeDrops(doc *stateDoc, now time.Time) {
-	if t := notAfter(doc.SessionsDropped, now); !t.IsZero() && t.UnixNano() > p.state.dropped.Load() {
+	if t := p.state.notAfterOnce(doc.key, "", doc.SessionsDropped, now); !t.IsZero() && t.UnixNano() > p.state.dropped.Load() {
 		storeMax(&p.state.dropped, t.UnixNano())
 		p.Sessions.Clear()
 	}
 	for id, saved := range doc.Credentials {
-		t := notAfter(saved.SessionsDropped, now)
-		if t.IsZero() {
+		c, ok := p.Get(id)
+		if !ok {
 			continue
 		}
-		if c, ok := p.Get(id); ok && t.UnixNano() > c.sessionsDropped.Load() {
+		if t := p.state.notAfterOnce(doc.key, "drop "+id, saved.SessionsDropped, now); !t.IsZero() && t.UnixNano() > c.sessionsDropped.Load() {
 			storeMax(&c.sessionsDropped, t.UnixNano())
 			p.Sessions.InvalidateAuth(id)
 		}
@@ -776,6 +787,35 @@ func notAfter(t, now time.Time) time.Time {
 		return now
 	}
 	return t
+}
+
+// notAfterOnce returns a drop or reset time t that the document at key
+// tells of (what names which): t itself, or now when t is later (the
+// other instance's clock runs ahead). A t later than now is applied once:
+// the zero time is returned for it from then on, while the document keeps
+// telling of it, so that it does not drop the bindings and clear the
+// cooldowns made here since at every merge until this clock catches up.
+// Must hold p.state.mu.
+func (st *stateSync) notAfterOnce(key, what string, t, now time.Time) time.Time {
+	if t.IsZero() {
+		return t
+	}
+	seen := st.future[key]
+	if n, ok := seen[what]; ok && n == t.UnixNano() {
+		return time.Time{}
+	}
+	if !t.After(now) {
+		return t
+	}
+	if seen == nil {
+		if st.future == nil {
+			st.future = make(map[string]map[string]int64)
+		}
+		seen = make(map[string]int64)
+		st.future[key] = seen
+	}
+	seen[what] = t.UnixNano()
+	return now
 }
 
 // warnState logs a document's problem once until it changes. Must hold

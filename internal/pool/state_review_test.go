@@ -70,3 +70,48 @@ func TestStateReviewBindingsDecoderPresizeBounded(t *testing.T) {
 		t.Fatalf("decoding %d bytes allocated %d bytes", len(data), got)
 	}
 }
+
+// An instance whose clock runs a minute ahead dropped all bindings and
+// reset a credential "in the future". This instance applies that once, as
+// of now; the same drop and reset in that instance's later documents (it
+// writes one whenever it has news) must not drop the bindings and clear
+// the cooldowns this instance made since, at every merge until its own
+// clock catches up.
+func TestStateReviewFutureDropAppliedOnce(t *testing.T) {
+	e := newStateEnv(t, "state-future-drop")
+	a := e.start("inst-a", true)
+	ahead := e.fake.Now().Add(time.Minute).UTC().Format(time.RFC3339Nano)
+	writeB := func() {
+		e.writeDoc("inst-b", `{"kind":"llm_proxy.state","version":1,"instance":"inst-b","pool":"state-future-drop",`+
+			`"written":"`+e.fake.Now().UTC().Format(time.RFC3339Nano)+`","sessions_dropped":"`+ahead+`",`+
+			`"credentials":{"a1":{"reset":"`+ahead+`","sessions_dropped":"`+ahead+`"}},"auths":[]}`)
+	}
+	a.pool.Sessions.Bind("before", "m", "a2")
+	writeB()
+	a.sync()
+	if _, ok := a.pool.Sessions.Get("before", "m"); ok {
+		t.Fatal("the other instance's drop of all bindings was not applied")
+	}
+
+	e.fake.Advance(time.Second)
+	a.pool.Sessions.Bind("conv", "m", "a2")
+	a.pool.Sessions.Bind("conv1", "m", "a1")
+	c1 := cred(t, a.pool, "a1")
+	hour := limited
+	hour.Until = e.fake.Now().Add(time.Hour)
+	c1.RecordFailure("m", hour, failure.Policy{}.WithDefaults(), e.fake.Now())
+	for range 3 {
+		e.fake.Advance(time.Second)
+		writeB() // news of B's: the same drop and reset
+		a.sync()
+		if _, ok := a.pool.Sessions.Get("conv", "m"); !ok {
+			t.Fatal("a binding made after the drop was dropped again by the same drop")
+		}
+		if _, ok := a.pool.Sessions.Get("conv1", "m"); !ok {
+			t.Fatal("a binding to a1 made after its drop was dropped again by the same drop")
+		}
+		if c1.CoolingUntil("m", e.fake.Now()).IsZero() {
+			t.Fatal("a cooldown learnt after the reset was cleared again by the same reset")
+		}
+	}
+}
