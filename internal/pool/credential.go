@@ -346,15 +346,12 @@ func (c *Credential) exportState(now time.Time) (cools []savedCooldown, resetAt 
 // entries holds as for local failures. It reports whether anything
 // changed. Merging is not news of this instance's: changes does not grow.
 func (c *Credential) mergeState(cools []savedCooldown, resetAt, now time.Time) bool {
+	// The saved cooldowns are filtered and bounded before c.mu is taken
+	// for the merge: a document may hold a million, and requests wait for
+	// c.mu.
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	changed := false
-	if resetAt.After(c.resetAt) {
-		c.resetAt = resetAt
-		if c.clearBefore(resetAt) {
-			changed = true
-		}
-	}
+	floor := later(c.resetAt, resetAt)
+	c.mu.Unlock()
 	live := make([]savedCooldown, 0, len(cools))
 	for _, s := range cools {
 		// Another instance's clock may run ahead, or its document be
@@ -362,7 +359,7 @@ func (c *Credential) mergeState(cools []savedCooldown, resetAt, now time.Time) b
 		// here still clears it), a deadline is capped.
 		s.Since = notAfter(s.Since, now)
 		s.Until = notAfter(s.Until, now.Add(maxMergedCooldown))
-		if s.Until.After(now) && !s.Since.Before(c.resetAt) && s.Key != "" {
+		if s.Until.After(now) && !s.Since.Before(floor) && s.Key != "" {
 			live = append(live, s)
 		}
 	}
@@ -381,7 +378,19 @@ func (c *Credential) mergeState(cools []savedCooldown, resetAt, now time.Time) b
 		}
 		live = kept
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	changed := false
+	if resetAt.After(c.resetAt) {
+		c.resetAt = resetAt
+		if c.clearBefore(resetAt) {
+			changed = true
+		}
+	}
 	for _, s := range live {
+		if s.Since.Before(c.resetAt) {
+			continue // reset here meanwhile
+		}
 		var m *modelCool
 		if s.Key == allModels {
 			m = &c.all
