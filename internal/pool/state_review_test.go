@@ -6,8 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-llm-proxy/llmproxy/internal/auth"
 	"github.com/caddy-llm-proxy/llmproxy/internal/clock"
 	"github.com/caddy-llm-proxy/llmproxy/internal/failure"
+	"github.com/caddy-llm-proxy/llmproxy/internal/session"
 )
 
 // A document from a hostile or broken instance with a cooldown ending in
@@ -114,4 +116,39 @@ func TestStateReviewFutureDropAppliedOnce(t *testing.T) {
 			t.Fatal("a cooldown learnt after the reset was cleared again by the same reset")
 		}
 	}
+}
+
+// FuzzStateReviewDocument: whatever a document holds, parsing and merging
+// it never panics, and the cache keeps its bound.
+func FuzzStateReviewDocument(f *testing.F) {
+	now := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	ts := now.Format(time.RFC3339Nano)
+	f.Add([]byte(`{"kind":"llm_proxy.state","version":1,"instance":"x","pool":"fz","written":"` + ts + `","sessions_dropped":"` + ts + `",` +
+		`"credentials":{"a1":{"reset":"9999-12-31T23:59:59Z","sessions_dropped":"0001-01-01T00:00:00Z","cooldowns":[{"key":"*","until":"9999-12-31T23:59:59Z","since":"9999-12-31T23:59:59Z"},{"key":"m","until":"` + ts + `"}]}},` +
+		`"auths":["a1","a2","nope"],"bindings":[["1","2","3",0,1],["ffffffffffffffff","0","0",2,-999999999999999999],["a","b","c",1,999999999999999999]]}`))
+	f.Add([]byte(`{"kind":"llm_proxy.state","version":1,"instance":"x","pool":"fz","written":"` + ts + `","auths":[],"bindings":[[]]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		doc, err := parseState(data, "llm_proxy/fz/state/x.json", "fz")
+		if err != nil {
+			return
+		}
+		p := newPool("fz")
+		p.Sessions = session.NewCache(session.Options{Now: func() time.Time { return now }, MaxEntries: 64})
+		p.SetMembers([]*auth.Auth{rec("a1", "claude"), rec("a2", "claude")}, nil)
+		doc.key = "llm_proxy/fz/state/x.json"
+		p.mergeDrops(doc, now)
+		p.mergeDoc(doc, now)
+		p.mergeDoc(doc, now.Add(time.Second))
+		if n := p.Sessions.Len(); n > 64+16 {
+			t.Fatalf("%d bindings, bound 64", n)
+		}
+		for _, c := range p.Credentials() {
+			c.State(now)
+			c.Cooldowns(now)
+			c.exportState(now)
+		}
+		if _, err := p.encodeState("x", now); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
