@@ -213,9 +213,9 @@ func lookupPool(name string) (*pool.Pool, string, error) {
 
 // uiAdmit admits a UI API request to pool name: always when the pool has
 // no management secret, else with the Bearer secret (checkManagementSecret)
-// or with the pool's cookie. A forged cookie counts as a wrong secret; one
-// that was valid but has expired, or was issued by another process, is
-// dropped without counting.
+// or with the pool's cookie. A cookie that is not valid (expired, from
+// another process or secret, forged) is dropped without counting toward
+// the lock-out: only secrets are guesses.
 func uiAdmit(w http.ResponseWriter, r *http.Request, name string) (*pool.Pool, error) {
 	p, configured, err := lookupPool(name)
 	if err != nil || configured == "" {
@@ -236,23 +236,16 @@ func uiAdmit(w http.ResponseWriter, r *http.Request, name string) (*pool.Pool, e
 	if until, locked := adminLockouts.lockedUntil(addr, now); locked {
 		return nil, lockedOut(w, until, now)
 	}
-	if uiKeys.stale(c.Value, name, secret, now) {
-		http.SetCookie(w, uiCookie(r, name, "", -1))
-		return nil, apiError(http.StatusUnauthorized, "the status page's session for pool %q has ended: enter its management secret again", name)
-	}
-	res := adminLockouts.attempt(addr, now, func() bool { return uiKeys.valid(c.Value, name, secret, now) })
-	switch {
-	case res.ok:
+	if uiKeys.valid(c.Value, name, secret, now) {
 		return p, nil
-	case res.lockedBefore:
-		return nil, lockedOut(w, res.until, now)
-	case res.lockedNow:
-		adminLogger().Warn("too many wrong management secrets; address locked out",
-			zap.String("remote_ip", addr), zap.Time("until", res.until))
 	}
-	// The browser stops sending it, so one bad cookie costs one guess.
+	// A cookie is no guess at the secret (it carries a signature made
+	// with this process's key, which nobody can forge), so a bad one
+	// ends the session without counting toward the lock-out: an expired
+	// one, one from before a restart or a change of the secret, or a
+	// forged one. The browser stops sending it.
 	http.SetCookie(w, uiCookie(r, name, "", -1))
-	return nil, apiError(http.StatusUnauthorized, "the status page's session for pool %q is not valid: enter its management secret again", name)
+	return nil, apiError(http.StatusUnauthorized, "the status page's session for pool %q has ended or is not valid: enter its management secret again", name)
 }
 
 // unlock checks the management secret sent as Bearer (lock-out applies)
@@ -346,19 +339,6 @@ func decode(value string) (id []byte, expires int64, sig []byte, ok bool) {
 		return nil, 0, nil, false
 	}
 	return b[:8], int64(binary.BigEndian.Uint64(b[8:16])), b[16:], true
-}
-
-// stale reports whether value is a cookie this process cannot judge or
-// one it signed that has expired: not a guess at the secret.
-func (s *uiSigner) stale(value, name, secret string, now time.Time) bool {
-	id, expires, sig, ok := decode(value)
-	if !ok {
-		return false
-	}
-	if !hmac.Equal(id, s.id[:]) {
-		return true
-	}
-	return hmac.Equal(sig, s.mac(name, secret, expires)) && now.Unix() >= expires
 }
 
 // valid reports whether value is a cookie this process signed for pool

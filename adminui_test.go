@@ -197,31 +197,41 @@ func TestStatusPageCookieSecureOverTLS(t *testing.T) {
 	}
 }
 
-// A forged cookie is a guess at the secret: five lock the address out of
-// every pool, the right Bearer included. Each bad cookie is also deleted,
-// so a page left open spends one guess, not one per refresh.
-func TestStatusPageForgedCookiesLockOut(t *testing.T) {
-	freshLockouts(t)
+// A bad cookie (forged, for another pool or secret, or moved expiry) is
+// refused and deleted, but never counts toward the lock-out: a cookie is
+// no guess at the secret, and counting it locked operators out after a
+// secret change (one stale cookie per pool sharing the secret). A locked
+// out address stays locked out for valid cookies too.
+func TestStatusPageBadCookiesRefusedNotCounted(t *testing.T) {
+	fake := freshLockouts(t)
 	newAdminFixture(t, "ui-lock", "secret-of-ui-lock")
 	const attacker = "203.0.113.30:1000"
 	path := "/llm_proxy/ui/api/pools/ui-lock/auths"
 	name := uiCookieName("ui-lock")
-	real := uiKeys.issue("ui-lock", "secret-of-ui-lock", time.Now().Add(time.Hour))
+	real := uiKeys.issue("ui-lock", "secret-of-ui-lock", fake.Now().Add(time.Hour))
 	forged := []string{
 		"garbage",
 		real[:len(real)-4] + "AAAA", // signature changed
-		uiKeys.issue("ui-lock", "another-secret", time.Now().Add(time.Hour)),     // secret changed
-		uiKeys.issue("ui-other", "secret-of-ui-lock", time.Now().Add(time.Hour)), // another pool
+		uiKeys.issue("ui-lock", "another-secret", fake.Now().Add(time.Hour)),     // secret changed
+		uiKeys.issue("ui-other", "secret-of-ui-lock", fake.Now().Add(time.Hour)), // another pool
 		moveExpiry(t, real), // expiry moved
 	}
-	for i, v := range forged {
-		w := uiCall(t, attacker, http.MethodGet, path, nil, &http.Cookie{Name: name, Value: v})
-		wantStatus(t, w, http.StatusUnauthorized)
-		if cs := w.Result().Cookies(); len(cs) != 1 || cs[0].MaxAge >= 0 {
-			t.Fatalf("forged cookie %d not deleted: %+v", i, cs)
+	for round := range 3 {
+		for i, v := range forged {
+			w := uiCall(t, attacker, http.MethodGet, path, nil, &http.Cookie{Name: name, Value: v})
+			wantStatus(t, w, http.StatusUnauthorized)
+			if cs := w.Result().Cookies(); len(cs) != 1 || cs[0].MaxAge >= 0 {
+				t.Fatalf("round %d: bad cookie %d not deleted: %+v", round, i, cs)
+			}
 		}
 	}
-	wantStatus(t, uiCall(t, attacker, http.MethodGet, path, bearer("secret-of-ui-lock")), http.StatusTooManyRequests)
+	wantStatus(t, uiCall(t, attacker, http.MethodGet, path, nil, &http.Cookie{Name: name, Value: real}), http.StatusOK)
+	wantStatus(t, uiCall(t, attacker, http.MethodGet, path, bearer("secret-of-ui-lock")), http.StatusOK)
+
+	// Wrong secrets still lock the address out, valid cookie or not.
+	for range adminMaxFailures {
+		uiCall(t, attacker, http.MethodPost, "/llm_proxy/ui/unlock/ui-lock", bearer("wrong"))
+	}
 	wantStatus(t, uiCall(t, attacker, http.MethodGet, path, nil, &http.Cookie{Name: name, Value: real}), http.StatusTooManyRequests)
 	wantStatus(t, uiCall(t, attacker, http.MethodPost, "/llm_proxy/ui/unlock/ui-lock", bearer("secret-of-ui-lock")), http.StatusTooManyRequests)
 }
