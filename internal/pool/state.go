@@ -416,11 +416,12 @@ func (p *Pool) loadState(ctx context.Context, a *Attachment) {
 }
 
 // stateTick is how often the state loop looks for news for a state_sync
-// of period: four times per period (no more often than every 50ms), so
-// that news is written soon after it happens rather than up to a period
-// later, while writes stay at most one per period.
+// of period: four times per period, but never more often than every 50ms
+// (a tiny state_sync must not spin on storage), so that news is written
+// soon after it happens rather than up to a period later, while writes
+// stay at most one per period.
 func stateTick(period time.Duration) time.Duration {
-	return max(period/4, min(period, 50*time.Millisecond))
+	return max(period/4, 50*time.Millisecond)
 }
 
 // stateLoop saves and merges state on every tick until ctx ends.

@@ -766,7 +766,8 @@ func TestStateWritesAtMostOncePerPeriod(t *testing.T) {
 		{2 * time.Second, 500 * time.Millisecond},
 		{200 * time.Millisecond, 50 * time.Millisecond},
 		{100 * time.Millisecond, 50 * time.Millisecond},
-		{10 * time.Millisecond, 10 * time.Millisecond},
+		{10 * time.Millisecond, 50 * time.Millisecond}, // never spins on storage
+		{time.Nanosecond, 50 * time.Millisecond},
 	} {
 		if got := stateTick(tc.period); got != tc.tick {
 			t.Errorf("state_sync %v ticks every %v, want %v", tc.period, got, tc.tick)
