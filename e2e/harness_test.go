@@ -35,7 +35,8 @@ const (
 
 // mockKeys are the upstream keys the mock accepts, as label=key pairs.
 const mockKeys = "claude-1=sk-ant-one,claude-2=sk-ant-two,claude-3=sk-ant-three," +
-	"openai-1=sk-oai-one,openai-2=sk-oai-two,openai-3=sk-oai-three"
+	"openai-1=sk-oai-one,openai-2=sk-oai-two,openai-3=sk-oai-three," +
+	"gemini-1=gm-key-one,gemini-2=gm-key-two,gemini-3=gm-key-three"
 
 var (
 	buildOnce sync.Once

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the real Claude Code and Codex CLIs for the e2e tests with npm.
+# Installs the real Claude Code, Codex and Gemini CLIs for the e2e tests with npm.
 #
 #   e2e/install-clis.sh            # from anywhere
 #
@@ -8,10 +8,13 @@
 #                           taken from the repository root, as in the Go tests)
 #   E2E_CLAUDE_CODE_VERSION @anthropic-ai/claude-code version (default: the tested one)
 #   E2E_CODEX_VERSION       @openai/codex version (default: the tested one)
-#   E2E_SKIP_CODEX=1        install only Claude Code
+#   E2E_GEMINI_CLI_VERSION  @google/gemini-cli version (default: the tested one)
+#   E2E_SKIP_CODEX=1        do not install Codex
+#   E2E_SKIP_GEMINI=1       do not install the Gemini CLI
 #
 # Idempotent: packages already installed at the wanted version are not
-# reinstalled. Needs node >= 18 and npm with access to the npm registry.
+# reinstalled. Needs node >= 20 (the Gemini CLI's minimum) and npm with
+# access to the npm registry.
 set -euo pipefail
 
 e2e_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -25,6 +28,7 @@ esac
 
 claude_version="${E2E_CLAUDE_CODE_VERSION:-2.1.197}"
 codex_version="${E2E_CODEX_VERSION:-0.171.0}"
+gemini_version="${E2E_GEMINI_CLI_VERSION:-0.61.0}"
 
 installed_version() { # <package name>
 	local pj="$prefix/node_modules/$1/package.json"
@@ -39,6 +43,11 @@ fi
 if [ "${E2E_SKIP_CODEX:-}" != 1 ]; then
 	if [ "$(installed_version @openai/codex)" != "$codex_version" ] || [ "$codex_version" = latest ]; then
 		want+=("@openai/codex@$codex_version")
+	fi
+fi
+if [ "${E2E_SKIP_GEMINI:-}" != 1 ]; then
+	if [ "$(installed_version @google/gemini-cli)" != "$gemini_version" ] || [ "$gemini_version" = latest ]; then
+		want+=("@google/gemini-cli@$gemini_version")
 	fi
 fi
 
@@ -67,4 +76,7 @@ echo "install-clis: claude $("$prefix/node_modules/.bin/claude" --version)"
 if [ "${E2E_SKIP_CODEX:-}" != 1 ]; then
 	# codex may warn on stderr about helper binaries under /tmp; keep stdout only.
 	echo "install-clis: $("$prefix/node_modules/.bin/codex" --version 2>/dev/null)"
+fi
+if [ "${E2E_SKIP_GEMINI:-}" != 1 ]; then
+	echo "install-clis: gemini $("$prefix/node_modules/.bin/gemini" --version 2>/dev/null)"
 fi
