@@ -23,7 +23,7 @@ check:
 build:
 	$(GO) build -o caddy ./cmd/caddy
 
-## clis: install the real Claude Code and Codex CLIs and the Anthropic SDK for the end-to-end tests
+## clis: install the real Claude Code, Codex and Gemini CLIs and the Anthropic SDK for the end-to-end tests
 clis:
 	bash e2e/install-clis.sh
 	bash sdkcheck/install.sh
