@@ -340,12 +340,7 @@ func usageSeries(p *pool.Pool) map[pool.UsageKey]pool.UsageCounts {
 	for _, t := range totals {
 		k := pool.UsageKey{Client: validLabel(t.Client), Auth: validLabel(t.Auth), Model: validLabel(t.Model)}
 		n := out[k]
-		n.Requests += t.Requests
-		n.Failovers += t.Failovers
-		n.Input += t.Input
-		n.Output += t.Output
-		n.CacheRead += t.CacheRead
-		n.CacheWrite += t.CacheWrite
+		n.Add(t.UsageCounts)
 		out[k] = n
 	}
 	return out

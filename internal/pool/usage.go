@@ -79,7 +79,8 @@ type UsageCounts struct {
 	Tokens
 }
 
-func (c *UsageCounts) add(o UsageCounts) {
+// Add adds o's counts to c.
+func (c *UsageCounts) Add(o UsageCounts) {
 	c.Requests += o.Requests
 	c.Failovers += o.Failovers
 	c.Input += o.Input
@@ -286,7 +287,7 @@ func (s *usageSeries) add(c UsageCounts, now time.Time) bool {
 	if s.dead {
 		return false
 	}
-	s.total.add(c)
+	s.total.Add(c)
 	s.last = max(s.last, m)
 	countInto(&s.minutes[mod(m, usageMinutes)], m, c)
 	countInto(&s.hours[mod(h, usageHours)], h, c)
@@ -299,7 +300,7 @@ func countInto(b *usageBucket, at int64, c UsageCounts) {
 		*b = usageBucket{at: at}
 	}
 	if b.at == at {
-		b.add(c)
+		b.Add(c)
 	}
 }
 
@@ -338,12 +339,12 @@ func (s *usageSeries) sum(w usageWindow) UsageCounts {
 	defer s.mu.Unlock()
 	for i := range s.minutes {
 		if b := &s.minutes[i]; b.at >= w.minFrom && b.at <= w.minTo {
-			c.add(b.UsageCounts)
+			c.Add(b.UsageCounts)
 		}
 	}
 	for i := range s.hours {
 		if b := &s.hours[i]; b.at >= w.hourFrom && b.at <= w.hourTo {
-			c.add(b.UsageCounts)
+			c.Add(b.UsageCounts)
 		}
 	}
 	return c
