@@ -21,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-llm-proxy/llmproxy/internal/mockllm"
+	"github.com/caddy-llm-proxy/llmproxy/internal/pool"
 	"github.com/caddy-llm-proxy/llmproxy/internal/testutil"
 )
 
@@ -307,39 +309,19 @@ func (m *mock) requests(t *testing.T) []mockRequest {
 	return out
 }
 
-// mockStats is one credential's line of the mock's GET /_mock/stats.
-type mockStats struct {
-	Requests            int64 `json:"requests"`
-	InputTokens         int64 `json:"input_tokens"` // the whole prompt, cached or not
-	CacheReadTokens     int64 `json:"cache_read_tokens"`
-	CacheCreationTokens int64 `json:"cache_creation_tokens"`
-	OutputTokens        int64 `json:"output_tokens"`
-}
-
 // stats returns the mock's per-credential counts, by credential label.
-func (m *mock) stats(t *testing.T) map[string]mockStats {
+func (m *mock) stats(t *testing.T) map[string]mockllm.CredentialStats {
 	t.Helper()
 	resp, err := http.Get(m.URL + "/_mock/stats")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	out := map[string]mockStats{}
+	out := map[string]mockllm.CredentialStats{}
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
 		t.Fatalf("decode /_mock/stats: %v", err)
 	}
 	return out
-}
-
-// usageRow is one row of the admin API's usage report.
-type usageRow struct {
-	Client           string `json:"client"`
-	Auth             string `json:"auth"`
-	Requests         int64  `json:"requests"`
-	InputTokens      int64  `json:"input_tokens"`
-	OutputTokens     int64  `json:"output_tokens"`
-	CacheReadTokens  int64  `json:"cache_read_tokens"`
-	CacheWriteTokens int64  `json:"cache_write_tokens"`
 }
 
 // assertUsageMatchesMock checks the default pool's usage report (SPEC 16)
@@ -356,18 +338,14 @@ func assertUsageMatchesMock(t *testing.T, c *caddy, m *mock, upstreamRequests in
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var report struct {
-		Totals  usageRow   `json:"totals"`
-		Clients []usageRow `json:"clients"`
-		Auths   []usageRow `json:"auths"`
-	}
+	var report pool.UsageReport
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("usage report: status %d", resp.StatusCode)
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&report); err != nil {
 		t.Fatalf("decode the usage report: %v", err)
 	}
-	if report.Totals.Requests != int64(upstreamRequests) {
+	if report.Totals.Requests != uint64(upstreamRequests) {
 		t.Errorf("usage report counts %d requests; the mock answered %d", report.Totals.Requests, upstreamRequests)
 	}
 	if len(report.Clients) != 1 || !strings.HasPrefix(report.Clients[0].Client, "key-") || report.Clients[0].Requests != report.Totals.Requests {
@@ -377,9 +355,9 @@ func assertUsageMatchesMock(t *testing.T, c *caddy, m *mock, upstreamRequests in
 	for _, row := range report.Auths {
 		label := mockLabel[row.Auth]
 		s := stats[label]
-		if row.Requests != s.Requests || row.InputTokens+row.CacheReadTokens+row.CacheWriteTokens != s.InputTokens ||
-			row.CacheReadTokens != s.CacheReadTokens || row.CacheWriteTokens > s.CacheCreationTokens ||
-			row.OutputTokens != s.OutputTokens {
+		if int64(row.Requests) != s.Requests || int64(row.InputTokens+row.CacheReadTokens+row.CacheWriteTokens) != s.InputTokens ||
+			int64(row.CacheReadTokens) != s.CacheReadTokens || int64(row.CacheWriteTokens) > s.CacheCreationTokens ||
+			int64(row.OutputTokens) != s.OutputTokens {
 			t.Errorf("credential %s: usage report %+v, the mock reported %+v", row.Auth, row, s)
 		}
 		delete(stats, label)
