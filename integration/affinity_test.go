@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/google/uuid"
 )
@@ -181,16 +180,6 @@ func TestNoGoroutineLeakOverManyReloads(t *testing.T) {
 		site := affinitySite(fmt.Sprintf("leak-%d", i%2), up.URL, "round_robin")
 		return caddyfile(dir, strings.Replace(site, "\t\trouting {", "\t\trescan_interval 1h\n\t\trouting {", 1))
 	}
-	settle := func(limit int) int {
-		var n int
-		for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-			runtime.GC()
-			if n = runtime.NumGoroutine(); n <= limit {
-				break
-			}
-		}
-		return n
-	}
 	// The first load starts the in-process Caddy when this test runs alone.
 	caddytest.NewTester(t).InitServer(cfg(0), "caddyfile")
 	for i := 1; i < 5; i++ {
@@ -199,14 +188,14 @@ func TestNoGoroutineLeakOverManyReloads(t *testing.T) {
 		}
 	}
 	call(t, http.MethodPost, "/v1/messages", nil, conversation("leak", uuid.NewString(), 1))
-	base := settle(0)
+	base := settleGoroutines(0)
 	for i := 0; i < 100; i++ {
 		if code, body := postLoad(t, cfg(i)); code != 200 {
 			t.Fatalf("reload %d: %d %s", i, code, body)
 		}
 	}
 	call(t, http.MethodPost, "/v1/messages", nil, conversation("leak", uuid.NewString(), 1))
-	if n := settle(base + 5); n > base+5 {
+	if n := settleGoroutines(base + 5); n > base+5 {
 		buf := make([]byte, 1<<20)
 		t.Fatalf("goroutines grew from %d to %d over 100 reloads:\n%s", base, n, buf[:runtime.Stack(buf, true)])
 	}

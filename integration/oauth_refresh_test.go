@@ -38,11 +38,7 @@ func oauthRecord(label, base string, exp time.Time) string {
 // goroutines. It asserts nothing about how long that takes.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-	}
+	waitFor(t, 20*time.Second, what, cond)
 }
 
 // readJSON reads a JSON document from a file in storage.

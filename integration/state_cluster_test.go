@@ -713,7 +713,7 @@ func hostileModelFloodAcrossInstances(t *testing.T, bin string) {
 		for _, c := range d.Credentials["c1"].Cooldowns {
 			saved = append(saved, c.Key)
 		}
-		return len(saved) > 0 && slicesContain(saved, fmt.Sprintf("bogus-%04d", flood-2))
+		return len(saved) > 0 && slices.Contains(saved, fmt.Sprintf("bogus-%04d", flood-2))
 	})
 	if len(saved) > 256 {
 		t.Fatalf("A saved %d cooldowns of one credential, more than the bound 256", len(saved))
@@ -745,15 +745,6 @@ func hostileModelFloodAcrossInstances(t *testing.T, bin string) {
 			t.Fatalf("%s: the real model after the flood: status %d", n.name, status)
 		}
 	}
-}
-
-func slicesContain(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // adminDropAcrossInstances: bindings an operator dropped on A (DELETE
