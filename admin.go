@@ -121,22 +121,14 @@ func (a AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		return writeJSON(w, http.StatusOK, poolSummaries())
 	}
 
-	segs := strings.Split(rest, "/")
-	for i, s := range segs {
-		u, err := url.PathUnescape(s)
-		if err != nil {
-			return apiError(http.StatusBadRequest, "bad path: %v", err)
-		}
-		segs[i] = u
+	segs, err := splitPath(rest)
+	if err != nil {
+		return err
 	}
 	name, sub := segs[0], segs[1:]
-	p, ok := pool.Lookup(name)
-	if !ok {
-		return apiError(http.StatusNotFound, "unknown pool %q", name)
-	}
-	secret, ok := p.ManagementSecret()
-	if !ok {
-		return apiError(http.StatusNotFound, "unknown pool %q", name)
+	p, secret, err := lookupPool(name)
+	if err != nil {
+		return err
 	}
 	if err := checkManagementSecret(w, r, name, secret); err != nil {
 		return err

@@ -97,8 +97,8 @@ func inlineHashes(page []byte, tag string) string {
 //	DELETE /llm_proxy/ui/unlock/<pool>          drop the pool's cookie
 //
 // A pool with a management_secret admits the UI API with its cookie or
-// with the Bearer secret; a wrong cookie counts as a wrong secret toward
-// the lock-out. Every request but GET and HEAD needs the header
+// with the Bearer secret; a bad cookie ends the session without counting
+// toward the lock-out (see uiAdmit). Every request but GET and HEAD needs the header
 // "X-LLM-Proxy-UI: 1" (CSRF).
 func (a AdminAPI) serveUI(w http.ResponseWriter, r *http.Request, rest string) error {
 	w.Header().Set("Cache-Control", "no-store")
