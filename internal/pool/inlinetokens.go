@@ -199,15 +199,10 @@ func (j *refreshJob) inline(ctx context.Context) refreshOutcome {
 			}
 			current = d.over(orig)
 		}
-		if !j.wants(current) {
-			return nil, nil
-		}
-		next, err := j.exchange(ctx, current)
-		if err != nil {
-			out.dead = current.RefreshToken
+		next, err := j.try(ctx, current, &out)
+		if next == nil {
 			return nil, err
 		}
-		out.rec, out.refreshed = next, true
 		data, err := json.MarshalIndent(tokensOf(next, orig.RefreshToken), "", "  ")
 		return append(data, '\n'), err
 	})

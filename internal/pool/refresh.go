@@ -400,16 +400,7 @@ func (j *refreshJob) stored(ctx context.Context) refreshOutcome {
 	var current *auth.Auth
 	_, _, err := j.a.cfg.Store.Update(ctx, j.c.id, func(cur *auth.Auth) (*auth.Auth, error) {
 		current = cur
-		if !j.wants(cur) {
-			return nil, nil
-		}
-		next, err := j.exchange(ctx, cur)
-		if err != nil {
-			out.dead = cur.RefreshToken
-			return nil, err
-		}
-		out.rec, out.refreshed = next, true
-		return next, nil
+		return j.try(ctx, cur, &out)
 	})
 	return out.settled(current, err)
 }
@@ -418,16 +409,26 @@ func (j *refreshJob) stored(ctx context.Context) refreshOutcome {
 // pool without storage): the new tokens live in memory only.
 func (j *refreshJob) memory(ctx context.Context, cur *auth.Auth) refreshOutcome {
 	var out refreshOutcome
+	if _, err := j.try(ctx, cur, &out); err != nil {
+		return out.settled(cur, err)
+	}
+	return out
+}
+
+// try refreshes cur when it still needs it (wants) and returns the
+// refreshed record, recording it in out, or nil when cur needs none; a
+// failed exchange records the refresh token it spent as out.dead.
+func (j *refreshJob) try(ctx context.Context, cur *auth.Auth, out *refreshOutcome) (*auth.Auth, error) {
 	if !j.wants(cur) {
-		return out
+		return nil, nil
 	}
 	next, err := j.exchange(ctx, cur)
 	if err != nil {
 		out.dead = cur.RefreshToken
-		return out.settled(cur, err)
+		return nil, err
 	}
 	out.rec, out.refreshed = next, true
-	return out
+	return next, nil
 }
 
 // settled completes an outcome once storage was updated (or not) with err:
